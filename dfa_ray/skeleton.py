@@ -1,0 +1,100 @@
+"""The Human3.6M 17-joint skeleton (VideoPose3D order) and the mappings into it.
+
+Every tensor of joints in dfa-ray uses this order. Source datasets with other skeletons are
+mapped with a linear regressor ``(17, S)``: each H36M joint is a weighted sum of source joints,
+and a row of zeros means the joint has no counterpart (its validity flag is 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+JOINT_NAMES: tuple[str, ...] = (
+    "pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax",
+    "neck_nose", "head", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
+)  # fmt: skip
+NUM_JOINTS = len(JOINT_NAMES)
+ROOT = 0
+
+# Parent of each joint; the root has none.
+PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
+BONES: tuple[tuple[int, int], ...] = tuple((p, c) for c, p in enumerate(PARENTS) if p >= 0)
+
+# Index of each joint's mirror image: a horizontal flip of the image turns a left limb into a right one.
+FLIP_PERMUTATION: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
+
+SMPL_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis", "l_hip", "r_hip", "spine1", "l_knee", "r_knee", "spine2", "l_ankle", "r_ankle",
+    "spine3", "l_foot", "r_foot", "neck", "l_collar", "r_collar", "head", "l_shoulder",
+    "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist", "l_hand", "r_hand",
+)  # fmt: skip
+
+MPII_JOINT_NAMES: tuple[str, ...] = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
+    "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+)  # fmt: skip
+
+
+def _regressor(rows: dict[str, dict[str, float]], source_names: tuple[str, ...]) -> np.ndarray:
+    """Build a (17, S) regressor from ``{h36m_joint: {source_joint: weight}}``."""
+    matrix = np.zeros((NUM_JOINTS, len(source_names)), dtype=np.float64)
+    for joint, weights in rows.items():
+        for source_joint, weight in weights.items():
+            matrix[JOINT_NAMES.index(joint), source_names.index(source_joint)] = weight
+    return matrix
+
+
+_SAME_NAME = ("pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle",
+              "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist")  # fmt: skip
+
+# SMPL has no nose and no head top. SMPL's "head" joint sits inside the skull at about the height
+# of H36M's nose joint; H36M's head joint is the top of the head, which we extrapolate one
+# neck-to-head length above SMPL's head. SMPL's neck is at the base of the neck like H36M's thorax,
+# and spine2 is at mid-torso like H36M's spine. These are approximations (a few cm), stated here
+# because SURREAL-trained numbers on Human3.6M depend on them.
+SMPL_TO_H36M = _regressor(
+    {
+        **{name: {name: 1.0} for name in _SAME_NAME},
+        "spine": {"spine2": 1.0},
+        "thorax": {"neck": 1.0},
+        "neck_nose": {"head": 1.0},
+        "head": {"head": 2.0, "neck": -1.0},
+    },
+    SMPL_JOINT_NAMES,
+)
+
+# MPII has no spine and no nose; its upper neck is not H36M's nose, so both stay invalid.
+MPII_TO_H36M = _regressor(
+    {
+        **{name: {name: 1.0} for name in _SAME_NAME},
+        "thorax": {"thorax": 1.0},
+        "head": {"head_top": 1.0},
+    },
+    MPII_JOINT_NAMES,
+)
+
+
+def regressor_validity(regressor: np.ndarray) -> np.ndarray:
+    """Per-joint validity (uint8, 17) of a regressor: 0 where a joint has no source counterpart."""
+    return (np.abs(regressor).sum(axis=1) > 0).astype(np.uint8)
+
+
+def map_joints(
+    joints: np.ndarray, regressor: np.ndarray, source_valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``(..., S, D)`` source joints to ``(..., 17, D)`` H36M joints and their validity.
+
+    A mapped joint is valid when the regressor has a counterpart for it and every source joint it
+    uses is valid (``source_valid``, shape ``(..., S)``, e.g. MPII's visibility of annotated joints).
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    if joints.shape[-2] != regressor.shape[1]:
+        raise ValueError(f"expected {regressor.shape[1]} source joints, got array of shape {joints.shape}")
+    mapped = np.einsum("js,...sd->...jd", regressor, joints)
+    valid = np.broadcast_to(regressor_validity(regressor), mapped.shape[:-1]).copy()
+    if source_valid is not None:
+        uses = (regressor != 0).astype(np.int64)  # (17, S)
+        missing = np.einsum("js,...s->...j", uses, 1 - np.asarray(source_valid, dtype=np.int64))
+        valid &= (missing == 0).astype(np.uint8)
+    mapped[valid == 0] = 0.0
+    return mapped, valid
