@@ -1,0 +1,68 @@
+"""Test fixtures: random plausible 3D poses in front of a camera, and stick-figure renders of them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dfa_ray.skeleton import BONES, PARENTS
+
+# Rest-pose offsets from each joint's parent, in mm (x right, y down, z forward), H36M-17 order.
+_OFFSETS = np.array([
+    [0, 0, 0], [-130, 0, 0], [0, 450, 0], [0, 440, 0], [130, 0, 0], [0, 450, 0], [0, 440, 0],
+    [0, -230, 0], [0, -250, 0], [0, -110, -40], [0, -115, 0], [150, 0, 0], [0, 280, 0], [0, 250, 0],
+    [-150, 0, 0], [0, 280, 0], [0, 250, 0],
+], dtype=np.float64)  # fmt: skip
+
+
+def _rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = rng.uniform(-max_angle, max_angle)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def random_poses(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Root-relative poses (n, 17, 3) in mm: each bone of the rest pose bent by a random rotation."""
+    poses = np.zeros((n, 17, 3))
+    for i in range(n):
+        yaw = rng.uniform(-np.pi, np.pi)
+        world = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        for j in range(1, 17):
+            offset = _rotation(rng, 0.8) @ _OFFSETS[j]
+            poses[i, j] = poses[i, PARENTS[j]] + world @ offset
+    return poses
+
+
+def place_in_camera(rng: np.random.Generator, poses: np.ndarray, crop_size: int):
+    """Put root-relative poses 4-5.5 m in front of a camera whose crop covers ~2.2 m at the root."""
+    n = len(poses)
+    root = np.stack([rng.uniform(-100, 100, n), rng.uniform(-100, 100, n), rng.uniform(4000, 5500, n)], -1)
+    joints = poses + root[:, None]
+    f = crop_size * root[:, 2] / 2200.0
+    c = np.full(n, (crop_size - 1) / 2.0)
+    camera = np.stack([f, f, c, c], -1)
+    return joints, camera
+
+
+def render_sticks(joints_2d: np.ndarray, size: int) -> np.ndarray:
+    """Draw a stick figure (left limbs red, right limbs blue) for each pose's pixel joints (n, 17, 2)."""
+    images = np.full((len(joints_2d), size, size, 3), 40, np.uint8)
+    for img, pts in zip(images, joints_2d):
+        for parent, child in BONES:
+            colour = (220, 60, 60) if child in (4, 5, 6, 11, 12, 13) else (60, 60, 220)
+            if child in (7, 8, 9, 10):
+                colour = (60, 200, 60)
+            p = tuple(int(round(v * 16)) for v in pts[parent])
+            q = tuple(int(round(v * 16)) for v in pts[child])
+            cv2.line(img, p, q, colour, max(1, size // 32), cv2.LINE_AA, shift=4)
+    return images
+
+
+def project(joints: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """Pinhole projection of camera-frame joints (n, J, 3) to pixels (n, J, 2)."""
+    fx, fy, cx, cy = (camera[:, i, None] for i in range(4))
+    return np.stack(
+        [fx * joints[..., 0] / joints[..., 2] + cx, fy * joints[..., 1] / joints[..., 2] + cy], -1
+    )
