@@ -1,0 +1,223 @@
+"""A MargiPose-style network: a ResNet-style ``encoder`` and a ``decoder`` of three marginal heatmaps.
+
+The encoder is a plain-torch ResNet (basic or bottleneck blocks, configurable depth and width).
+The decoder upsamples encoder features to the heatmap grid and emits, per joint:
+
+- ``xy`` — image-aligned, a 1x1 convolution of the upsampled features;
+- ``xz`` — rows are depth bins, columns image x: features are pooled over image rows into one
+  vector per column, and a per-column linear map lifts each vector into a depth distribution;
+- ``zy`` — the same with image rows and columns exchanged.
+
+The lift is what lets a convolutional network put depth on an axis the image does not have;
+it keeps the x (or y) axis of the depth maps aligned with the image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfa_ray.heatmaps import Marginals, soft_argmax
+from dfa_ray.skeleton import NUM_JOINTS
+
+# ImageNet statistics: a convention for RGB inputs in [0, 1] that keeps pretrained backbones usable.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape. The defaults are a ~1M-parameter model for 64 px crops on a CPU."""
+
+    input_size: int = 64
+    heatmap_size: int = 16
+    block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and up)
+    depths: tuple[int, ...] = (1, 1, 1, 1)
+    widths: tuple[int, ...] = (32, 64, 96, 160)
+    stem_width: int = 32
+    stem_stride: int = 2  # 2: one strided conv; 4: strided conv + max-pool, as in ResNet
+    decoder_width: int = 64
+    num_joints: int = NUM_JOINTS
+
+    def __post_init__(self) -> None:
+        if self.block not in _BLOCKS:
+            raise ValueError(f"model.block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
+        if len(self.depths) != len(self.widths) or not self.depths:
+            raise ValueError(f"model.depths {self.depths} and model.widths {self.widths} must match")
+        if self.stem_stride not in (2, 4):
+            raise ValueError(f"model.stem_stride must be 2 or 4, got {self.stem_stride}")
+        if self.input_size % self.feature_stride:
+            raise ValueError(
+                f"model.input_size {self.input_size} is not a multiple of the encoder stride "
+                f"{self.feature_stride}"
+            )
+        ratio = self.heatmap_size / (self.input_size // self.feature_stride)
+        if ratio < 1 or not math.log2(ratio).is_integer():
+            raise ValueError(
+                f"model.heatmap_size {self.heatmap_size} must be the encoder's output size "
+                f"{self.input_size // self.feature_stride} times a power of two"
+            )
+
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per encoder output cell."""
+        return self.stem_stride * 2 ** (len(self.depths) - 1)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or projected) shortcut."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(cin, width, 3, stride), _conv_bn(width, width, 3, relu=False))
+        self.shortcut = _shortcut(cin, width, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update."""
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4), as in ResNet-50."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.body = nn.Sequential(
+            _conv_bn(cin, width, 1),
+            _conv_bn(width, width, 3, stride),
+            _conv_bn(width, cout, 1, relu=False),
+        )
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update."""
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    if cin == cout and stride == 1:
+        return nn.Identity()
+    return _conv_bn(cin, cout, 1, stride, relu=False)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class Encoder(nn.Module):
+    """ResNet-style backbone: RGB in ``[0, 1]`` to features at ``1 / feature_stride`` resolution."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        stem: list[nn.Module] = [_conv_bn(3, config.stem_width, 3 if config.stem_stride == 2 else 7, 2)]
+        if config.stem_stride == 4:
+            stem.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem)
+        block = _BLOCKS[config.block]
+        stages, cin = [], config.stem_width
+        for i, (depth, width) in enumerate(zip(config.depths, config.widths)):
+            blocks = []
+            for d in range(depth):
+                blocks.append(block(cin, width, 2 if (i > 0 and d == 0) else 1))
+                cin = width * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = cin
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode a batch ``(B, 3, S, S)``."""
+        return self.stages(self.stem((images - self.mean) / self.std))
+
+
+class MarginalDecoder(nn.Module):
+    """Encoder features to xy, zy and xz marginal logits ``(B, J, H, H)``."""
+
+    def __init__(self, config: ModelConfig, in_channels: int) -> None:
+        super().__init__()
+        width, h, j = config.decoder_width, config.heatmap_size, config.num_joints
+        num_up = int(math.log2(h // (config.input_size // config.feature_stride)))
+        up: list[nn.Module] = [_conv_bn(in_channels, width, 1)]
+        for _ in range(num_up):
+            up += [
+                nn.ConvTranspose2d(width, width, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(True),
+            ]
+        self.up = nn.Sequential(*up)
+        self.xy = nn.Conv2d(width, j, 1)
+        self.xz_features = _conv_bn(width, width, 3)
+        self.zy_features = _conv_bn(width, width, 3)
+        self.xz_lift = nn.Conv1d(width, j * h, 1)
+        self.zy_lift = nn.Conv1d(width, j * h, 1)
+        self.num_joints, self.size = j, h
+
+    def forward(self, features: torch.Tensor) -> Marginals:
+        """Decode features into marginal logits."""
+        x = self.up(features)
+        b, j, h = x.shape[0], self.num_joints, self.size
+        per_column = self.xz_features(x).mean(dim=2)  # (B, C, H) along image x
+        per_row = self.zy_features(x).mean(dim=3)  # (B, C, H) along image y
+        xz = self.xz_lift(per_column).view(b, j, h, h)  # rows z, columns x
+        zy = self.zy_lift(per_row).view(b, j, h, h).transpose(-1, -2)  # rows y, columns z
+        return Marginals(xy=self.xy(x), zy=zy, xz=xz)
+
+
+class PoseModel(nn.Module):
+    """Encoder followed by the marginal decoder; ``forward`` returns marginal logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = MarginalDecoder(config, self.encoder.out_channels)
+
+    def forward(self, images: torch.Tensor) -> Marginals:
+        """Marginal logits for a batch of RGB images in ``[0, 1]``."""
+        return self.decoder(self.encoder(images))
+
+
+def num_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 RGB images to a float ``(B, 3, S, S)`` tensor in ``[0, 1]``."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 of shape (B, S, S, 3), got {images.dtype} {images.shape}")
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def predict(model: PoseModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised joints and per-axis variances ``(B, J, 3)`` for uint8 images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        coords, variance = soft_argmax(model(images_to_tensor(images, device)))
+    finally:
+        model.train(was_training)
+    return coords.cpu().numpy(), variance.cpu().numpy()

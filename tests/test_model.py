@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from dfa_ray import heatmaps as hm
+from dfa_ray.adapt import DFANet, make_batch, train_step
+from dfa_ray.metrics import mpjpe
+from dfa_ray.model import ModelConfig, PoseModel, num_parameters, predict
+from tests.helpers import place_in_camera, project, random_poses, render_sticks
+
+RESNET50 = ModelConfig(
+    input_size=256, heatmap_size=32, block="bottleneck", depths=(3, 4, 6, 3), widths=(64, 128, 256, 512),
+    stem_width=64, stem_stride=4, decoder_width=256,
+)  # fmt: skip
+
+
+def test_default_model_is_about_one_million_parameters_and_emits_three_marginals():
+    model = PoseModel(ModelConfig())
+    assert 0.7e6 < num_parameters(model) < 1.3e6
+    out = model(torch.rand(2, 3, 64, 64))
+    assert [tuple(m.shape) for m in out] == [(2, 17, 16, 16)] * 3
+
+
+def test_resnet50_class_encoder():
+    model = PoseModel(RESNET50)
+    # torchvision's ResNet-50 without its classifier has 23,508,032 parameters.
+    assert num_parameters(model.encoder) == 23_508_032
+    assert RESNET50.feature_stride == 32
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"block": "dense"}, "model.block"),
+        ({"depths": (1, 1)}, "must match"),
+        ({"input_size": 60}, "multiple of the encoder stride"),
+        ({"heatmap_size": 12}, "power of two"),
+    ],
+)
+def test_config_errors_name_the_setting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_predict_restores_training_mode_and_returns_numpy():
+    model = PoseModel(ModelConfig())
+    coords, var = predict(model, np.zeros((3, 64, 64, 3), np.uint8))
+    assert model.training and coords.shape == var.shape == (3, 17, 3)
+    assert np.all(np.abs(coords) <= 1) and np.all(var >= 0)
+
+
+def test_a_one_million_parameter_model_overfits_64_samples_below_20mm():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    joints, camera = place_in_camera(rng, random_poses(rng, 64), 64)
+    images = render_sticks(project(joints, camera), 64)
+    config = ModelConfig()
+    coords = hm.normalise(joints, camera, 64)
+    batch = make_batch(images, coords, np.ones((64, 17)), np.ones(64), config.heatmap_size, 1.0)
+    model = PoseModel(config)
+    net = DFANet(model)
+    steps, lr = 800, 4e-3
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
+    for _ in range(steps):
+        idx = torch.as_tensor(rng.choice(64, 32, replace=False))
+        train_step(net, optimizer, batch[idx])
+        schedule.step()
+    coords, _ = predict(model, images)
+    error = mpjpe(hm.denormalise(coords, camera, 64, joints[:, 0, 2]), joints).mean()
+    assert error < 20.0, f"MPJPE after overfitting: {error:.1f} mm"
