@@ -1,0 +1,129 @@
+"""Algorithm 1: pseudo-labels for unlabeled frames from a three-view ensemble.
+
+For each frame the model predicts on the original image, an invariance (colour) view and an
+equivariance (rigid) view; the third prediction is mapped back with the exact inverse transform,
+and the three are averaged.
+
+**Representation.** A pseudo-label is the averaged soft-argmax coordinates ``(J, 3)`` in normalised
+space plus confidences — 17 x 3 floats per frame instead of three 17 x H x H heatmaps. Averaging
+coordinates is faithful to averaging predictions: every inverse is exact on coordinates (see
+``transforms``), whereas warping the zy/xz heatmaps back through a rotation is not possible.
+Training regenerates Gaussian target marginals from the coordinates, exactly as it does for
+source labels.
+
+**Confidence.** CC-SSL scores a joint by the peak of the averaged heatmap. We evaluate that
+quantity in 3D without warping: each view ``v`` contributes an isotropic Gaussian at its
+prediction ``p_v`` with variance ``s_v`` (its own mean soft-argmax variance, floored at the
+training target's variance ``s_t``), and the joint's confidence is the averaged density at the
+pseudo-label, relative to the peak of a target Gaussian:
+
+    c_j = mean_v (s_t / s_v)^(3/2) * exp(-|p_v - p|^2 / (2 s_v))
+
+``c_j`` lies in (0, 1] and is 1 exactly when all three views agree and are as sharp as training
+targets; disagreement between the views and diffuse heatmaps both lower it. A frame's confidence
+is the mean of its joints' confidences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dfa_ray.transforms import (
+    EquivarianceParams,
+    EquivarianceRange,
+    InvarianceParams,
+    InvarianceRange,
+    apply_equivariance,
+    apply_invariance,
+    equivariance_inverse,
+    equivariance_inverse_variance,
+    mean_variance,
+    sample_equivariance,
+    sample_invariance,
+)
+
+# images (B, S, S, 3) uint8 -> (normalised joints (B, J, 3), per-axis variances (B, J, 3))
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+VIEWS = ("original", "invariance", "equivariance")
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Ensemble pseudo-labels of a batch."""
+
+    joints: np.ndarray  # (B, J, 3) float32, normalised space
+    joint_confidence: np.ndarray  # (B, J) float32 in (0, 1]
+    confidence: np.ndarray  # (B,) float32, mean over joints
+
+
+@dataclass(frozen=True)
+class Views:
+    """The transform parameters of each frame's invariance and equivariance views."""
+
+    invariance: Sequence[InvarianceParams]
+    equivariance: Sequence[EquivarianceParams]
+
+
+def sample_views(
+    rng: np.random.Generator,
+    num_frames: int,
+    invariance: InvarianceRange = InvarianceRange(),
+    equivariance: EquivarianceRange = EquivarianceRange(),
+) -> Views:
+    """Draw one invariance and one equivariance transform per frame."""
+    return Views(
+        invariance=[sample_invariance(rng, invariance) for _ in range(num_frames)],
+        equivariance=[sample_equivariance(rng, equivariance) for _ in range(num_frames)],
+    )
+
+
+def target_variance(heatmap_size: int, sigma: float) -> float:
+    """Variance of a training target's Gaussian in normalised units (``sigma`` in heatmap cells)."""
+    return (2.0 * sigma / heatmap_size) ** 2
+
+
+def combine(coords: np.ndarray, spread: np.ndarray, floor_variance: float) -> PseudoLabels:
+    """Average ``V`` views already mapped to the original frame and score them.
+
+    ``coords`` is ``(V, B, J, 3)`` and ``spread`` the matching mean variances ``(V, B, J)``.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    spread = np.maximum(np.asarray(spread, dtype=np.float64), floor_variance)
+    if coords.shape[:-1] != spread.shape or coords.shape[-1] != 3:
+        raise ValueError(f"coords {coords.shape} and spread {spread.shape} do not match (V, B, J, 3)")
+    joints = coords.mean(axis=0)
+    distance2 = ((coords - joints) ** 2).sum(axis=-1)
+    density = (floor_variance / spread) ** 1.5 * np.exp(-distance2 / (2 * spread))
+    joint_confidence = density.mean(axis=0)
+    return PseudoLabels(
+        joints=joints.astype(np.float32),
+        joint_confidence=joint_confidence.astype(np.float32),
+        confidence=joint_confidence.mean(axis=-1).astype(np.float32),
+    )
+
+
+def pseudo_label(predict: Predictor, images: np.ndarray, views: Views, floor_variance: float) -> PseudoLabels:
+    """Algorithm 1 on a batch of uint8 images ``(B, S, S, 3)``: three views, mapped back, averaged.
+
+    The three views go through ``predict`` as one batch of ``3B`` images.
+    """
+    images = np.asarray(images)
+    n = len(images)
+    if len(views.invariance) != n or len(views.equivariance) != n:
+        raise ValueError(
+            f"{n} images but {len(views.invariance)} invariance and {len(views.equivariance)} "
+            "equivariance transforms"
+        )
+    inv = [apply_invariance(img, p) for img, p in zip(images, views.invariance)]
+    eqv = [apply_equivariance(img, p) for img, p in zip(images, views.equivariance)]
+    coords, variance = predict(np.concatenate([images, np.stack(inv), np.stack(eqv)]))
+    coords = np.asarray(coords, dtype=np.float64).reshape(3, n, *coords.shape[1:])
+    spread = mean_variance(np.asarray(variance, dtype=np.float64)).reshape(3, n, -1)
+    for i, p in enumerate(views.equivariance):
+        coords[2, i] = equivariance_inverse(coords[2, i], p)
+        spread[2, i] = equivariance_inverse_variance(spread[2, i], p)
+    return combine(coords, spread, floor_variance)

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from dfa_ray import heatmaps as hm
+from dfa_ray import transforms as tf
+from dfa_ray.pseudo_label import combine, pseudo_label, sample_views, target_variance
+from tests.helpers import place_in_camera, project, random_poses, render_sticks
+
+SIZE = 64
+FLOOR = target_variance(16, 1.0)
+
+
+def _scene(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    joints, camera = place_in_camera(rng, random_poses(rng, n), SIZE)
+    return hm.normalise(joints, camera, SIZE), render_sticks(project(joints, camera), SIZE), rng
+
+
+def _oracle(gt, views, noise=0.0, rng=None):
+    """A predictor that knows each frame's ground truth and which view it is looking at."""
+    per_view = [gt, gt, np.stack([tf.equivariance_forward(g, p) for g, p in zip(gt, views.equivariance)])]
+
+    def predict(images):
+        assert len(images) == 3 * len(gt)
+        coords = np.concatenate(per_view)
+        if noise:
+            coords = coords + rng.normal(0, noise, coords.shape)
+        return coords, np.full(coords.shape, FLOOR / 2)  # sharper than the floor
+
+    return predict
+
+
+def test_perfect_predictor_ensemble_equals_ground_truth_with_full_confidence():
+    gt, images, rng = _scene()
+    views = sample_views(rng, len(gt))
+    assert any(p.flip for p in views.equivariance) and any(not p.flip for p in views.equivariance)
+    labels = pseudo_label(_oracle(gt, views), images, views, FLOOR)
+    np.testing.assert_allclose(labels.joints, gt, atol=1e-5)
+    np.testing.assert_allclose(labels.confidence, 1.0, atol=1e-6)
+    assert labels.joints.dtype == np.float32 and labels.joint_confidence.shape == (len(gt), 17)
+
+
+def test_averaging_three_noisy_views_beats_one_view():
+    gt, images, rng = _scene(n=64, seed=1)
+    views = sample_views(rng, len(gt))
+    noisy = _oracle(gt, views, noise=0.02, rng=np.random.default_rng(2))
+    labels = pseudo_label(noisy, images, views, FLOOR)
+    single, _ = noisy(np.zeros((3 * len(gt), 1)))
+    one_view_error = np.linalg.norm(single[: len(gt)] - gt, axis=-1).mean()
+    ensemble_error = np.linalg.norm(labels.joints - gt, axis=-1).mean()
+    assert ensemble_error < 0.75 * one_view_error  # ~1/sqrt(3) for independent noise
+
+
+def test_confidence_falls_with_disagreement_and_with_diffuse_views():
+    gt, _, _ = _scene(n=1)
+    spread = np.full((3, 1, 17), FLOOR)
+    agree = combine(np.stack([gt] * 3), spread, FLOOR)
+    shifted = np.stack([gt, gt, gt + 0.05])
+    disagree = combine(shifted, spread, FLOOR)
+    diffuse = combine(np.stack([gt] * 3), spread * 4, FLOOR)
+    assert agree.confidence[0] == pytest.approx(1.0)
+    assert disagree.confidence[0] < agree.confidence[0]
+    assert diffuse.confidence[0] == pytest.approx(4**-1.5)
+    assert np.all((disagree.joint_confidence > 0) & (disagree.joint_confidence <= 1))
+
+
+def test_model_predictor_runs_on_real_views():
+    from dfa_ray.model import ModelConfig, PoseModel, predict
+
+    gt, images, rng = _scene(n=4)
+    model = PoseModel(ModelConfig())
+    labels = pseudo_label(lambda x: predict(model, x), images, sample_views(rng, 4), FLOOR)
+    assert labels.joints.shape == (4, 17, 3) and np.all(np.isfinite(labels.joints))
+    assert np.all((labels.confidence > 0) & (labels.confidence <= 1))
+
+
+def test_mismatched_views_are_rejected():
+    gt, images, rng = _scene(n=3)
+    with pytest.raises(ValueError, match="3 images but 2 invariance"):
+        pseudo_label(_oracle(gt, sample_views(rng, 3)), images, sample_views(rng, 2), FLOOR)
