@@ -1,0 +1,167 @@
+"""Pose-error metrics on Human3.6M-17 joints: MPJPE, PA-MPJPE and a JSON-ready summary.
+
+MPJPE (protocol 1) is the Euclidean distance per joint after both poses are made root-relative, so
+a global offset of the prediction costs nothing. PA-MPJPE (protocol 2) first aligns the prediction
+to the ground truth with the least-squares similarity transform (rotation, uniform scale,
+translation; Umeyama 1991), so only the articulated shape is judged. Both return per-sample,
+per-joint errors in the input unit (millimetres); averaging is left to :func:`summarize`.
+
+An optional validity mask ``(N, 17)`` of 0/1 marks joints without ground truth (e.g. joints a source
+skeleton lacks). Their errors are NaN so that means skip them, and PA alignment ignores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dfa_ray.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
+
+# A pose whose spread is below this fraction of its coordinates' magnitude is a single point up to
+# rounding: scale and rotation are then undefined, so alignment falls back to a pure translation
+# instead of dividing by ~0. Relative, so that it does not depend on the unit or the offset.
+_DEGENERATE_RELATIVE_SPREAD = 1e-9
+
+
+def _check_poses(pred: np.ndarray, gt: np.ndarray, num_joints: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a pair of ``(N, J, 3)`` pose arrays and return them as float64."""
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    joints = "J" if num_joints is None else str(num_joints)
+    for name, array in (("pred", pred), ("gt", gt)):
+        if not (array.ndim == 3 and array.shape[2] == 3 and num_joints in (None, array.shape[1])):
+            raise ValueError(f"{name} must have shape (N, {joints}, 3), got {array.shape}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred and gt shapes differ: pred {pred.shape}, gt {gt.shape}")
+    return pred, gt
+
+
+def _check_valid(valid: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Return the validity mask as a bool ``(N, J)`` array (all True when ``valid`` is None)."""
+    if valid is None:
+        return np.ones(shape, dtype=bool)
+    valid = np.asarray(valid)
+    if valid.shape != shape:
+        raise ValueError(f"valid must have shape {shape} to match the poses, got {valid.shape}")
+    if not np.isin(valid, (0, 1)).all():
+        bad = valid[~np.isin(valid, (0, 1))].flat[0]
+        raise ValueError(f"valid must contain only 0/1, found {bad!r}")
+    return valid.astype(bool)
+
+
+def _check_finite(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> None:
+    """Reject NaN/inf coordinates at valid joints; invalid joints may hold anything."""
+    for name, array in (("pred", pred), ("gt", gt)):
+        bad = valid & ~np.isfinite(array).all(axis=2)
+        if bad.any():
+            sample, joint = np.argwhere(bad)[0]
+            raise ValueError(f"{name} has a non-finite coordinate at valid sample {sample}, joint {joint}")
+
+
+def mpjpe(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Root-relative per-joint position error ``(N, 17)`` in float64; NaN where ``valid`` is 0."""
+    pred, gt = _check_poses(pred, gt, NUM_JOINTS)
+    mask = _check_valid(valid, pred.shape[:2])
+    # A root-relative position is undefined without a root, so a missing root voids the whole sample.
+    mask = mask & mask[:, ROOT : ROOT + 1]
+    _check_finite(pred, gt, mask)
+    pred_rel = pred - pred[:, ROOT : ROOT + 1]
+    gt_rel = gt - gt[:, ROOT : ROOT + 1]
+    with np.errstate(invalid="ignore"):  # invalid joints may hold NaN; they are masked out below
+        error = np.linalg.norm(pred_rel - gt_rel, axis=2)
+    return np.where(mask, error, np.nan)
+
+
+def procrustes_align(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Map each ``(J, 3)`` prediction onto its ground truth with the best similarity transform.
+
+    The transform (proper rotation, uniform scale, translation) minimises the squared distance over
+    the joints marked in ``valid`` (all joints when None) and is then applied to every joint. A
+    sample whose valid predicted joints all coincide is only translated onto the ground-truth
+    centroid; a sample with no valid joint is returned unchanged.
+    """
+    pred, gt = _check_poses(pred, gt, None)
+    mask = _check_valid(valid, pred.shape[:2])
+    _check_finite(pred, gt, mask)
+    weight = mask[:, :, None].astype(np.float64)  # (N, J, 1)
+    count = weight.sum(axis=1, keepdims=True)  # (N, 1, 1)
+    safe_count = np.maximum(count, 1.0)
+    # Zero the invalid joints so NaN placeholders there cannot leak into the sums.
+    pred_w = np.where(weight > 0, pred, 0.0)
+    gt_w = np.where(weight > 0, gt, 0.0)
+    mu_pred = pred_w.sum(axis=1, keepdims=True) / safe_count
+    mu_gt = gt_w.sum(axis=1, keepdims=True) / safe_count
+    pred_c = (pred_w - mu_pred) * weight
+    gt_c = (gt_w - mu_gt) * weight
+
+    # Cross-covariance H = sum_j p_j g_j^T; with H = U S V^T the best rotation acting on column
+    # vectors is V D U^T, where D flips the last axis if that is needed to avoid a reflection.
+    cov = np.einsum("nji,njk->nik", pred_c, gt_c)
+    u, s, vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(np.einsum("nij,njk->nik", u, vt)))
+    sign = np.where(sign == 0, 1.0, sign)
+    d = np.ones_like(s)
+    d[:, -1] = sign
+    rotation = np.einsum("nji,nj,nkj->nik", vt, d, u)  # V diag(d) U^T
+    variance = (pred_c**2).sum(axis=(1, 2))
+    degenerate = variance <= _DEGENERATE_RELATIVE_SPREAD**2 * (pred_w**2).sum(axis=(1, 2))
+    scale = np.where(degenerate, 1.0, (s * d).sum(axis=1) / np.where(degenerate, 1.0, variance))
+    rotation[degenerate] = np.eye(3)
+
+    # Row-vector form of x -> scale * R (x - mu_pred) + mu_gt, applied to all joints.
+    aligned = scale[:, None, None] * np.einsum("njk,nik->nji", pred - mu_pred, rotation) + mu_gt
+    empty = count[:, 0, 0] == 0
+    aligned[empty] = pred[empty]
+    return aligned
+
+
+def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-joint error ``(N, 17)`` after Procrustes alignment on the valid joints; NaN where invalid."""
+    pred, gt = _check_poses(pred, gt, NUM_JOINTS)
+    mask = _check_valid(valid, pred.shape[:2])
+    aligned = procrustes_align(pred, gt, mask)
+    with np.errstate(invalid="ignore"):
+        error = np.linalg.norm(aligned - gt, axis=2)
+    return np.where(mask, error, np.nan)
+
+
+def _mean(errors: np.ndarray) -> float | None:
+    """Mean of the non-NaN entries as a Python float, or None when there are none."""
+    kept = errors[~np.isnan(errors)]
+    return float(kept.mean()) if kept.size else None
+
+
+def summarize(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    actions: Sequence[str] | None = None,
+    valid: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """JSON-ready means of MPJPE and PA-MPJPE (mm): overall, per joint and per action.
+
+    Each mean is over all valid (frame, joint) errors, which without a mask equals the standard
+    mean over frames of the mean over joints. A mean with no valid entry is None rather than NaN,
+    because NaN is not valid JSON.
+    """
+    errors = {"mpjpe": mpjpe(pred, gt, valid), "pa_mpjpe": pa_mpjpe(pred, gt, valid)}
+    num_frames = errors["mpjpe"].shape[0]
+    summary: dict[str, Any] = {name: _mean(err) for name, err in errors.items()}
+    summary["num_frames"] = num_frames
+    summary["per_joint"] = {
+        joint: {name: _mean(err[:, j]) for name, err in errors.items()} for j, joint in enumerate(JOINT_NAMES)
+    }
+    if actions is not None:
+        if isinstance(actions, str):
+            raise ValueError("actions must be a sequence of action names, got a single string")
+        labels = np.array([str(a) for a in actions], dtype=object)
+        if labels.shape != (num_frames,):
+            raise ValueError(f"actions must have one entry per frame ({num_frames}), got {len(labels)}")
+        summary["per_action"] = {}
+        for action in sorted(set(labels)):
+            rows = labels == action
+            entry: dict[str, Any] = {name: _mean(err[rows]) for name, err in errors.items()}
+            entry["num_frames"] = int(rows.sum())
+            summary["per_action"][action] = entry
+    return summary
