@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repository root with torch and dfa-ray (editable, with dev tools).
+# torch goes in first and on its own: a plain `torch` requirement on a machine without torch
+# resolves the CUDA build and several GB of nvidia wheels. Without a GPU we install the CPU build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        echo "setup: GPU found, installing torch==$TORCH_VERSION (CUDA build)"
+        "${pip[@]}" "torch==$TORCH_VERSION"
+    else
+        echo "setup: no GPU, installing the CPU build of torch==$TORCH_VERSION"
+        # A local wheel (pip's find-links) first; otherwise PyTorch's own CPU index.
+        "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null ||
+            "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+    fi
+fi
+"${pip[@]}" -e ".[dev]"
+.venv/bin/python -c "import torch, ray, dfa_ray; print('setup: torch', torch.__version__, '| ray', ray.__version__)"
