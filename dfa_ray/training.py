@@ -129,9 +129,9 @@ def fit(
             losses.append(train_step(net, optimizer, batch, amp=config.amp)["loss"])
             schedule.step()
         seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "images_per_s": len(order) / seconds}
-        history.append(record)
-        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {len(order) / seconds:.0f} img/s")
+        loss, speed = float(np.mean(losses)), len(order) / seconds
+        history.append({"epoch": epoch + 1, "loss": loss, "images_per_s": speed})
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {loss:.4f}  {speed:.0f} img/s")
     return history
 
 
