@@ -1,0 +1,295 @@
+"""One filesystem layer for local paths and ``s3://bucket/prefix`` URIs.
+
+``resolve(uri)`` turns a URI into a ``(pyarrow.fs.FileSystem, path)`` pair, which pyarrow's Parquet
+reader/writer and ``ray.data.read_parquet(path, filesystem=fs)`` take directly. S3 settings come from
+the standard AWS environment variables:
+
+- ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` (optional)
+- ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (``us-east-1`` when an endpoint is given without one)
+- ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: ``http://host:port`` selects plain HTTP
+
+Without an access key pyarrow falls back to its own credential chain (config files, instance
+metadata). Credentials never appear in exceptions, logs or reprs: every storage failure is re-raised
+as ``StorageError`` naming the URI, with any credential value scrubbed from the message.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+S3_SCHEME = "s3://"
+_DEFAULT_REGION = "us-east-1"
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message names the URI and never a credential."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """S3 connection settings; the secret and session token are kept out of ``repr``."""
+
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint: str | None = None  # host:port, no scheme
+    scheme: str = "https"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """Read the standard AWS_* variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        endpoint_url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        endpoint, scheme = None, "https"
+        if endpoint_url:
+            parts = urlsplit(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise StorageError(f"S3 endpoint URL {endpoint_url!r} must look like http(s)://host:port")
+            endpoint, scheme = parts.netloc, parts.scheme
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+        if region is None and endpoint is not None:
+            # A custom endpoint has no region to discover; asking AWS for one would just time out.
+            region = _DEFAULT_REGION
+        return cls(
+            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region=region,
+            endpoint=endpoint,
+            scheme=scheme,
+        )
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint as a URL (``scheme://host:port``), or None for AWS itself."""
+        return None if self.endpoint is None else f"{self.scheme}://{self.endpoint}"
+
+    def scrub(self, text: str) -> str:
+        """Replace every credential value in ``text`` with ``***``."""
+        for secret in (self.secret_key, self.session_token, self.access_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    """Whether ``uri`` is an ``s3://`` URI."""
+    return str(uri).startswith(S3_SCHEME)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into ``(bucket, key)``; the key may be empty."""
+    if not is_s3(uri):
+        raise StorageError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI {uri!r} names no bucket")
+    return bucket, key.strip("/")
+
+
+def _check_components(parts: list[str], what: str) -> None:
+    """Reject empty, ``.`` and ``..`` path components, which would escape or alias a prefix."""
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise StorageError(f"{what}: path component {part!r} is not allowed")
+
+
+def join(uri: str | os.PathLike, *parts: str) -> str:
+    """Append relative key parts to a local path or S3 URI, refusing ``..`` and absolute parts."""
+    base = str(uri)
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise StorageError(f"cannot join {part!r} onto {base!r}: parts must be non-empty strings")
+        if part.startswith("/") or "\\" in part or (len(part) > 1 and part[1] == ":"):
+            raise StorageError(f"cannot join {part!r} onto {base!r}: parts must be relative keys")
+        _check_components(part.split("/"), f"cannot join {part!r} onto {base!r}")
+    return "/".join([base.rstrip("/"), *parts]) if parts else base
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
+    return pafs.S3FileSystem(
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        session_token=settings.session_token,
+        region=settings.region,
+        endpoint_override=settings.endpoint,
+        scheme=settings.scheme,
+        connect_timeout=5.0,
+        request_timeout=60.0,
+        # S3-compatible stores answer 503/SlowDown under load; retry with backoff rather than fail a job.
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+    )
+
+
+def s3_filesystem(settings: S3Settings | None = None) -> pafs.S3FileSystem:
+    """A pyarrow S3FileSystem for ``settings`` (default: from the environment); cached per settings."""
+    return _s3_filesystem(settings or S3Settings.from_env())
+
+
+def resolve(uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """Map a local path, ``file://`` URI or ``s3://bucket/prefix`` to ``(filesystem, path)``."""
+    text = str(uri)
+    if is_s3(text):
+        bucket, key = split_s3(text)
+        if key:
+            _check_components(key.split("/"), f"S3 URI {text!r}")
+        return s3_filesystem(), f"{bucket}/{key}" if key else bucket
+    if "://" in text and not text.startswith("file://"):
+        raise StorageError(f"unsupported URI scheme in {text!r}: use a local path or s3://bucket/prefix")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().absolute())
+
+
+def to_uri(filesystem: pafs.FileSystem, path: str) -> str:
+    """Inverse of ``resolve``: the URI of ``path`` on ``filesystem``."""
+    return S3_SCHEME + path if filesystem.type_name == "s3" else path
+
+
+@contextmanager
+def storage_errors(uri: str | os.PathLike, action: str) -> Iterator[None]:
+    """Re-raise pyarrow/OS errors as ``StorageError`` naming the URI, with credentials scrubbed."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        settings = S3Settings.from_env() if is_s3(uri) else S3Settings()
+        # `from None`: the original exception text is already carried (scrubbed) in our message.
+        raise StorageError(f"could not {action} {uri}: {settings.scrub(str(exc))}") from None
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    """Whether a file or directory/prefix exists at ``uri``."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "check"):
+        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(uri: str | os.PathLike) -> bool:
+    """Whether ``uri`` is an existing file (object)."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "check"):
+        return filesystem.get_file_info(path).type == pafs.FileType.File
+
+
+def makedirs(uri: str | os.PathLike) -> None:
+    """Create a local directory (and parents); a no-op on S3, where prefixes need no creation."""
+    filesystem, path = resolve(uri)
+    if filesystem.type_name != "s3":
+        with storage_errors(uri, "create directory"):
+            filesystem.create_dir(path, recursive=True)
+
+
+@contextmanager
+def open_output(uri: str | os.PathLike) -> Iterator[pa.NativeFile]:
+    """Open ``uri`` for writing (creating local parent directories); on error the partial file is removed."""
+    filesystem, path = resolve(uri)
+    parent = str(uri).rstrip("/").rpartition("/")[0]
+    if parent and not is_s3(uri):
+        makedirs(parent)
+    with storage_errors(uri, "write"):
+        stream = filesystem.open_output_stream(path)
+    try:
+        yield stream
+    except BaseException:
+        # pyarrow cannot abort an upload, so finish it and remove the partial file: no half-written
+        # file is ever left behind for a reader to trust.
+        try:
+            stream.close()
+            filesystem.delete_file(path)
+        except (OSError, pa.ArrowException):
+            pass
+        raise
+    with storage_errors(uri, "finish writing"):
+        stream.close()
+
+
+def open_input(uri: str | os.PathLike) -> pa.NativeFile:
+    """Open ``uri`` for random-access reading; errors name the URI."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "open"):
+        return filesystem.open_input_file(path)
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``uri``, replacing any existing file."""
+    with open_output(uri) as stream, storage_errors(uri, "write"):
+        stream.write(data)
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    """Read the whole file at ``uri``."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "read"):
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+
+def delete(uri: str | os.PathLike) -> None:
+    """Delete the file at ``uri``."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "delete"):
+        filesystem.delete_file(path)
+
+
+def list_files(uri: str | os.PathLike, suffix: str = "", recursive: bool = False) -> list[str]:
+    """Sorted URIs of the files under directory/prefix ``uri`` whose names end with ``suffix``."""
+    filesystem, path = resolve(uri)
+    selector = pafs.FileSelector(path, allow_not_found=True, recursive=recursive)
+    with storage_errors(uri, "list"):
+        infos = filesystem.get_file_info(selector)
+    return sorted(
+        to_uri(filesystem, info.path)
+        for info in infos
+        if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
+    )
+
+
+def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, max_attempts: int = 3) -> Any:
+    """A boto3 S3 client for operations pyarrow lacks (bucket creation); settings default to the env."""
+    import boto3  # boto3 is slow to import and only needed for bucket management
+    from botocore.config import Config
+
+    settings = settings or S3Settings.from_env()
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        aws_session_token=settings.session_token,
+        region_name=settings.region or _DEFAULT_REGION,
+        config=Config(
+            connect_timeout=connect_timeout,
+            read_timeout=30,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def ensure_bucket(bucket: str, settings: S3Settings | None = None) -> None:
+    """Create ``bucket`` (a bare name or ``s3://bucket``) unless it exists and is ours."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = split_s3(bucket)[0] if is_s3(bucket) else bucket
+    settings = settings or S3Settings.from_env()
+    try:
+        s3_client(settings).create_bucket(Bucket=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise StorageError(f"could not create bucket s3://{name}: {settings.scrub(str(exc))}") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"could not create bucket s3://{name}: {settings.scrub(str(exc))}") from None
