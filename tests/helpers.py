@@ -1,10 +1,17 @@
-"""Test fixtures: random plausible 3D poses in front of a camera, and stick-figure renders of them."""
+"""Test fixtures: random plausible 3D poses in front of a camera, stick-figure renders, record rows."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from dfa_ray.data.images import encode_image
 from dfa_ray.skeleton import BONES, PARENTS
 
 # Rest-pose offsets from each joint's parent, in mm (x right, y down, z forward), H36M-17 order.
@@ -66,3 +73,61 @@ def project(joints: np.ndarray, camera: np.ndarray) -> np.ndarray:
     return np.stack(
         [fx * joints[..., 0] / joints[..., 2] + cx, fy * joints[..., 1] / joints[..., 2] + cy], -1
     )
+
+
+# Record fixtures: small images and rows covering every label pattern of schema v1.
+_RNG = np.random.default_rng(7)
+IMAGES = [encode_image(_RNG.integers(0, 256, (24, 24, 3), dtype=np.uint8)) for _ in range(4)]
+IMAGES.append(encode_image(_RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8), format="jpeg"))
+
+
+def make_rows(n: int, seed: int = 0, prefix: str = "f") -> list[dict]:
+    """Rows covering every label pattern: 3D+2D, 2D only, unlabeled; with and without joints_valid."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        row = {
+            "frame_id": f"{prefix}{i:04d}",
+            "image": IMAGES[i % len(IMAGES)],
+            "joints_2d": None if i % 5 == 4 else rng.uniform(0, 24, (17, 2)).astype(np.float32),
+            "joints_3d": rng.normal(0, 500, (17, 3)).astype(np.float32)
+            if i % 2 == 0 and i % 5 != 4
+            else None,
+            "camera": np.array([500.0, 510.0, 12.0, 11.5], np.float32),
+            "subject": f"S{i % 3}",
+            "action": "walk" if i % 2 else "sit",
+        }
+        if i % 3 == 0:
+            row["joints_valid"] = (rng.random(17) > 0.2).astype(np.uint8)
+        rows.append(row)
+    return rows
+
+
+def assert_rows_equal(actual: list[dict], expected: list[dict]) -> None:
+    assert [r["frame_id"] for r in actual] == [r["frame_id"] for r in expected]
+    for got, want in zip(actual, expected):
+        for key in ("image", "subject", "action"):
+            assert got[key] == want[key], (want["frame_id"], key)
+        for key in ("joints_2d", "joints_3d", "camera", "joints_valid"):
+            value = want.get(key)
+            if value is None:
+                assert got.get(key) is None, (want["frame_id"], key)
+            else:
+                np.testing.assert_array_equal(got[key], np.asarray(value).reshape(got[key].shape))
+
+
+def write_raw(path, rows_or_table, **kwargs) -> str:
+    """Write a table straight with pyarrow, bypassing RecordWriter's validation (as other tools might)."""
+    table = rows_or_table if isinstance(rows_or_table, pa.Table) else pa.table(rows_or_table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, **kwargs)
+    return str(path)
+
+
+def load_job(name: str) -> ModuleType:
+    """Import ``jobs/<name>.py`` (the jobs folder is scripts, not a package) as a module."""
+    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,7 @@ import pytest
 
 from dfa_ray.data import synthetic as syn
 from dfa_ray.data.images import decode_image
-from dfa_ray.skeleton import BONES, JOINT_NAMES
+from dfa_ray.skeleton import JOINT_NAMES
 from tests.helpers import project
 
 
@@ -72,9 +72,3 @@ def test_unknown_domain_and_split_are_named():
         syn.render_frame("h36m", "train", 0)
     with pytest.raises(ValueError, match="unknown split 'val'"):
         syn.render_frame("synthetic-real", "val", 0)
-
-
-def test_sample_grid_tiles_frames():
-    grid = syn.sample_grid("synthetic-real", n=6, crop_size=32)
-    assert grid.shape == (64, 96, 3) and grid.dtype == np.uint8
-    assert len(BONES) == 16

@@ -16,12 +16,13 @@ Subjects are disjoint between the train and test splits, as in Human3.6M's proto
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from dfa_ray.data.images import decode_image, encode_image
+from dfa_ray.data.images import encode_image
 from dfa_ray.skeleton import BONES, JOINT_NAMES
 
 DOMAINS = ("synthetic-source", "synthetic-real")
@@ -328,33 +329,23 @@ def render_frame(domain: str, split: str, index: int, seed: int = 0, crop_size: 
     }
 
 
+def _render_range(spec: tuple[str, str, int, int, int, int]) -> list[dict]:
+    domain, split, start, n, seed, crop_size = spec
+    return [render_frame(domain, split, index, seed, crop_size) for index in range(start, start + n)]
+
+
 def generate(
-    domain: str, split: str, n: int, seed: int = 0, crop_size: int = 128, start: int = 0
+    domain: str, split: str, n: int, seed: int = 0, crop_size: int = 128, start: int = 0, workers: int = 1
 ) -> Iterator[dict]:
-    """Frames ``start .. start + n - 1`` of a domain's split."""
-    for index in range(start, start + n):
-        yield render_frame(domain, split, index, seed, crop_size)
-
-
-def sample_grid(domain: str, split: str = "train", n: int = 16, seed: int = 0, crop_size: int = 128,
-                draw_joints: bool = True) -> np.ndarray:  # fmt: skip
-    """An RGB grid of a domain's first ``n`` frames, with the 2D skeleton drawn on, for looking at."""
-    tiles = []
-    for row in generate(domain, split, n, seed, crop_size):
-        img = decode_image(row["image"]).copy()
-        if draw_joints:
-            for parent, child in BONES:
-                p, q = (tuple(int(v) for v in np.round(row["joints_2d"][k] * 16)) for k in (parent, child))
-                cv2.line(
-                    img,
-                    p,
-                    q,
-                    (255, 255, 0) if JOINT_NAMES[child][0] == "l" else (0, 255, 255),
-                    1,
-                    cv2.LINE_AA,
-                    4,
-                )
-        tiles.append(img)
-    cols = int(np.ceil(np.sqrt(n)))
-    tiles += [np.zeros_like(tiles[0])] * (cols * int(np.ceil(n / cols)) - n)
-    return np.vstack([np.hstack(tiles[r * cols : (r + 1) * cols]) for r in range(len(tiles) // cols)])
+    """Frames ``start .. start + n - 1`` of a domain's split, in order, rendered by ``workers`` processes."""
+    chunk = 256 if workers > 1 else 1
+    specs = [
+        (domain, split, i, min(chunk, start + n - i), seed, crop_size) for i in range(start, start + n, chunk)
+    ]
+    if workers <= 1:
+        for spec in specs:
+            yield from _render_range(spec)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        for rows in pool.map(_render_range, specs):
+            yield from rows
