@@ -245,6 +245,19 @@ def delete(uri: str | os.PathLike) -> None:
         filesystem.delete_file(path)
 
 
+def remove_tree(uri: str | os.PathLike) -> None:
+    """Delete a directory or prefix and everything below it; a missing one is fine."""
+    filesystem, path = resolve(uri)
+    with storage_errors(uri, "delete"):
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            filesystem.delete_dir_contents(path, missing_dir_ok=True)
+            filesystem.delete_dir(path)
+        elif filesystem.type_name == "s3":
+            # An S3 "directory" without a marker object reports NotFound yet may hold keys.
+            filesystem.delete_dir_contents(path, missing_dir_ok=True)
+
+
 def list_files(uri: str | os.PathLike, suffix: str = "", recursive: bool = False) -> list[str]:
     """Sorted URIs of the files under directory/prefix ``uri`` whose names end with ``suffix``."""
     filesystem, path = resolve(uri)

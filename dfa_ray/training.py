@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from dfa_ray import heatmaps, metrics
 from dfa_ray.adapt import DFANet, make_batch, train_step
-from dfa_ray.data.images import decode_image
+from dfa_ray.data.images import decode_resized, image_size
+from dfa_ray.data.records import read_records
+from dfa_ray.data.schema import table_to_rows
 from dfa_ray.model import PoseModel, predict
 from dfa_ray.skeleton import NUM_JOINTS
 
@@ -49,9 +50,8 @@ class Frames:
         crop_size = np.zeros(n, np.int64)
         valid = np.ones((n, NUM_JOINTS), np.uint8)
         for i, row in enumerate(rows):
-            image = decode_image(row["image"])
-            crop_size[i] = image.shape[0]
-            images[i] = cv2.resize(image, (input_size, input_size), interpolation=cv2.INTER_AREA)
+            crop_size[i] = image_size(row["image"])[0]
+            images[i] = decode_resized(row["image"], input_size, row["frame_id"])
             camera[i] = row["camera"]
             if row.get("joints_valid") is not None:
                 valid[i] = row["joints_valid"]
@@ -156,6 +156,12 @@ def evaluate(model: PoseModel, frames: Frames, batch_size: int = 256) -> dict:
         raise ValueError("evaluation needs frames with joints_3d; none of the given frames has them")
     subset = subset_frames(frames, labeled)
     return metrics.summarize(predict_mm(model, subset, batch_size), subset.joints_3d, subset.actions)
+
+
+def load_frames(uri: str, input_size: int) -> Frames:
+    """Read and decode a whole schema-v1 dataset (for evaluation sets that fit in memory)."""
+    columns = ["frame_id", "image", "joints_2d", "joints_3d", "camera", "action", "joints_valid"]
+    return Frames.from_rows(table_to_rows(read_records(uri, columns=columns)), input_size)
 
 
 def subset_frames(frames: Frames, index: np.ndarray) -> Frames:

@@ -119,3 +119,12 @@ def decode_image(data: bytes | np.ndarray, frame_id: str | None = None) -> np.nd
     if bgr is None or (bgr.shape[1], bgr.shape[0]) != size:
         raise ImageError(f"{where}image could not be decoded (corrupt data, {len(data)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_resized(data: bytes | np.ndarray, size: int, frame_id: str | None = None) -> np.ndarray:
+    """Decode a crop and resize it to ``size`` pixels (area filter when shrinking, as the model expects)."""
+    image = decode_image(data, frame_id)
+    if image.shape[0] == size:
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)

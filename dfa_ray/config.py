@@ -1,0 +1,230 @@
+"""Every setting of a self-training run, typed, loaded from YAML with dotted command-line overrides.
+
+``load_config("configs/demo.yaml", ["adapt.beta=0.5", "label.actors=4"])`` reads the file, applies
+the overrides (values parsed as YAML, so ``true``, ``3`` and ``[1, 2]`` have their types), and
+validates the result against these dataclasses: an unknown key or a wrong type is an error that
+names the key. ``to_yaml`` writes the resolved config, which every run stores next to its results.
+GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, ``*.amp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from dfa_ray.model import ModelConfig
+from dfa_ray.policy import Policy
+from dfa_ray.training import TrainConfig
+from dfa_ray.transforms import EquivarianceRange, InvarianceRange
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where frames come from. Empty/None means the embedded synthetic benchmark, generated if absent."""
+
+    source: tuple[str, ...] = ()  # labeled schema-v1 datasets (3D and 2D-only mixed)
+    target: str | None = None  # unlabeled (or labeled, labels unused) real frames
+    test: str | None = None  # target-domain frames with joints_3d, for MPJPE
+    synthetic_source_frames: int = 6000
+    synthetic_target_frames: int = 4000
+    synthetic_test_frames: int = 1000
+    synthetic_seed: int = 0
+    synthetic_crop_size: int = 128
+
+
+@dataclass(frozen=True)
+class AdaptConfig(TrainConfig):
+    """One adaptation stage per round: ``alpha * KL(source) + beta * KL(target pseudo-labels)``."""
+
+    epochs: int = 2
+    lr: float = 1e-3
+    alpha: float = 1.0
+    beta: float = 1.0
+    dfa: bool = True  # the target term updates the encoder only (decoder frozen for the target branch)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The Ray Data pseudo-labeling stage: actors running the three-view ensemble."""
+
+    actors: int = 2
+    batch_size: int = 64
+    # Fractional CPUs per actor: at 1 CPU each, two actors take both cores of a 2-core node and the
+    # read tasks feeding them never run (a measured deadlock).
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    rows_per_block: int = 256  # small files would otherwise arrive as one block for one actor
+    seed: int = 0  # view sampling is a function of (seed, round, frame_id): reruns give equal labels
+    invariance: InvarianceRange = InvarianceRange()
+    equivariance: EquivarianceRange = EquivarianceRange()
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """Ray Train workers for pretraining and adaptation (DDP: gloo on CPU, nccl on GPU)."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How the driver reaches Ray. ``address`` None: the job's cluster, else a new local one."""
+
+    address: str | None = None
+    num_cpus: int | None = None  # logical CPUs of a local cluster (None: the machine's)
+    object_store_mb: int = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: ``<storage>/<run_name>/`` holds its config, rounds, checkpoints and metrics."""
+
+    run_name: str = "demo"
+    storage: str = "runs"  # local directory or s3://bucket/prefix
+    rounds: int = 3
+    policy: str = "60%,10%,90%"  # initial, step, maximum fraction of target frames kept
+    seed: int = 0
+    init_checkpoint: str | None = None  # skip pretraining and start from this model.pt
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    pretrain: TrainConfig = TrainConfig()
+    adapt: AdaptConfig = AdaptConfig()
+    label: LabelConfig = LabelConfig()
+    workers: WorkersConfig = WorkersConfig()
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        Policy.parse(self.policy)  # fail at load time, not in round 1
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+
+    @property
+    def policy_schedule(self) -> Policy:
+        """The parsed curriculum policy."""
+        return Policy.parse(self.policy)
+
+
+_ADAPTER = pydantic.TypeAdapter(Config)
+
+
+def _unknown_keys(cls: type, data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of ``data`` that no field of dataclass ``cls`` (or its nested dataclasses) has."""
+    hints = typing.get_type_hints(cls)
+    unknown = []
+    for key, value in data.items():
+        if key not in hints:
+            unknown.append(prefix + str(key))
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            unknown += _unknown_keys(hints[key], value, f"{prefix}{key}.")
+    return unknown
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict (as YAML gives) into a Config; errors list every bad key."""
+    unknown = _unknown_keys(Config, data)
+    if unknown:
+        raise ConfigError(f"invalid config: unknown key(s) {', '.join(unknown)}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError("invalid config:\n" + "\n".join(problems)) from None
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dicts and lists, as YAML writes them."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML (what a run saves as ``config.yaml``)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` overrides in a nested dict (values parsed as YAML)."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+    return data
+
+
+def load_yaml_text(text: str, source: str = "config") -> dict[str, Any]:
+    """The mapping a YAML config text holds (empty text: no settings)."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def differences(a: Config, b: Config, ignore: Sequence[str] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (sections in ``ignore`` skipped)."""
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    return [k for k in keys if k.split(".")[0] not in ignore]
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        data = load_yaml_text(text, str(path))
+    return from_dict(apply_overrides(data, overrides))
+
+
+def replace(config: Config, overrides: Sequence[str]) -> Config:
+    """A copy of ``config`` with dotted overrides applied (validated like a loaded file)."""
+    return from_dict(apply_overrides(to_dict(config), overrides))

@@ -1,0 +1,163 @@
+"""The driver loop: pretrain, then R rounds of pseudo-label -> select -> adapt -> evaluate.
+
+``self_train(config, resume)`` is what ``jobs/self_train.py`` runs on a Ray cluster. Every stage
+commits through ``RunDir`` (its manifest last), so a killed driver rerun with ``resume=True``
+continues after the last committed stage and redoes the interrupted one from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from dfa_ray import checkpoints, storage
+from dfa_ray import config as config_module
+from dfa_ray.config import Config, RayConfig
+from dfa_ray.data import synthetic
+from dfa_ray.data.records import write_records
+from dfa_ray.model import PoseModel
+from dfa_ray.rundir import RunDir
+from dfa_ray.stages import label, train
+from dfa_ray.training import Frames, evaluate, load_frames
+
+Log = Callable[[str], None]
+
+
+def connect(settings: RayConfig) -> None:
+    """Join the job's cluster (``RAY_ADDRESS``, or ``ray.address``), else start a private local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="warning")
+    else:
+        ray.init(
+            address="local",
+            num_cpus=settings.num_cpus,
+            object_store_memory=settings.object_store_mb * 2**20,
+            include_dashboard=False,
+            logging_level="warning",
+        )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def synthetic_dataset(storage_uri: str, domain: str, split: str, n: int, config: Config, log: Log) -> str:
+    """``<storage>/data/<domain>-<split>-...``, rendered on first use; a marker file says it is complete."""
+    data = config.data
+    name = f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}"
+    uri = storage.join(storage_uri, "data", name)
+    marker = storage.join(uri, "_COMPLETE")
+    if storage.exists(marker):
+        return uri
+    storage.remove_tree(uri)  # a partial dataset from an interrupted run
+    start = time.perf_counter()
+    frames = synthetic.generate(
+        domain, split, n, data.synthetic_seed, data.synthetic_crop_size, workers=min(4, os.cpu_count() or 1)
+    )
+    write_records(frames, uri)
+    storage.write_bytes(marker, b"")
+    log(f"rendered {n} {domain}/{split} frames to {uri} in {time.perf_counter() - start:.0f} s")
+    return uri
+
+
+def resolve_data(config: Config, log: Log) -> tuple[list[str], str, str]:
+    """Source, target and test URIs: the config's, or the synthetic benchmark's (generated if absent)."""
+    data, root = config.data, config.storage
+    source = list(data.source) or [
+        synthetic_dataset(root, "synthetic-source", "train", data.synthetic_source_frames, config, log)
+    ]
+    target = data.target or synthetic_dataset(
+        root, "synthetic-real", "train", data.synthetic_target_frames, config, log
+    )
+    test = data.test or synthetic_dataset(
+        root, "synthetic-real", "test", data.synthetic_test_frames, config, log
+    )
+    return source, target, test
+
+
+def check_resume(run: RunDir, config: Config, resume: bool) -> None:
+    """A new run must not exist; a resumed one must have been started with the same config."""
+    if not storage.exists(run.config):
+        return
+    if not resume:
+        raise FileExistsError(
+            f"run {run.root} exists; pass --resume to continue it, or choose another --run-name"
+        )
+    saved = config_module.from_dict(config_module.load_yaml_text(storage.read_bytes(run.config).decode()))
+    differ = config_module.differences(saved, config, ignore=("ray",))
+    if differ:
+        raise ValueError(f"--resume with a config that differs from {run.config} in: {', '.join(differ)}")
+
+
+def evaluation(model: PoseModel, test: Frames, stage: str, round_index: int) -> dict:
+    """The metrics.jsonl record of one evaluation."""
+    summary = evaluate(model, test)
+    return {"stage": stage, "round": round_index, **summary}
+
+
+def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
+    """Run (or resume) the whole method; returns the committed evaluations in order."""
+    run = RunDir(config.storage, config.run_name)
+    check_resume(run, config, resume)
+    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    connect(config.ray)
+    source, target, test_uri = resolve_data(config, log)
+    test = load_frames(test_uri, config.model.input_size)
+    done = run.committed_rounds()
+    if done:
+        log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
+
+    if 0 not in done:
+        run.clear(0)
+        if config.init_checkpoint:
+            model, _ = checkpoints.load(config.init_checkpoint)
+            stats = {"init_checkpoint": config.init_checkpoint}
+        else:
+            log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(source)}")
+            dataset = train.read_source(source)
+            model, stats = train.run_stage(
+                config, config.pretrain, {"source": dataset}, dataset.count(), run.ray_storage(0), None
+            )
+        checkpoints.save(model, run.model(0), stage="pretrain")
+        result = evaluation(model, test, "pretrain", 0)
+        run.commit(0, {"training": stats, "evaluation": result})
+        log(_line(result))
+
+    policy = config.policy_schedule
+    for k in range(1, config.rounds + 1):
+        if k in run.committed_rounds():
+            continue
+        run.clear(k)
+        previous = run.model(k - 1)
+        fraction = policy.fraction(k - 1)
+        start = time.perf_counter()
+        label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
+        selection = label.select_labels(run.labels(k), run.selected(k), fraction)
+        log(
+            f"round {k}: labeled {selection['num_frames']} frames in {time.perf_counter() - start:.0f} s, "
+            f"kept {selection['num_kept']} ({fraction:.0%}), threshold {selection['threshold']}"
+        )
+        datasets = {
+            "source": train.read_source(source),
+            "target": train.read_selected_target(target, run.selected(k), config.label.rows_per_block),
+        }
+        model, stats = train.run_stage(
+            config, config.adapt, datasets, selection["num_kept"], run.ray_storage(k), previous
+        )
+        checkpoints.save(model, run.model(k), stage="round", round=k)
+        result = evaluation(model, test, "round", k)
+        run.commit(k, {"selection": selection, "training": stats, "evaluation": result})
+        log(_line(result))
+    return [run.read_manifest(k)["evaluation"] for k in run.committed_rounds()]
+
+
+def _line(result: dict) -> str:
+    name = "pretrain" if result["stage"] == "pretrain" else f"round {result['round']}"
+    return (
+        f"{name:>9}: MPJPE {result['mpjpe']:.1f} mm  PA-MPJPE {result['pa_mpjpe']:.1f} mm  "
+        f"({result['num_frames']} test frames)"
+    )

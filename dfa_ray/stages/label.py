@@ -1,0 +1,174 @@
+"""Round k's pseudo-labels with Ray Data, then the policy's global selection.
+
+``label_frames`` streams the target's ``frame_id`` and ``image`` columns through a pool of
+``PseudoLabeler`` actors (one model load per actor) that run Algorithm 1 (``pseudo_label``) and
+writes one row per frame to ``labels_uri``:
+
+    frame_id          string
+    joints            list<float32> (51)  17 x 3 normalised coordinates (see ``heatmaps``)
+    joint_confidence  list<float32> (17)
+    confidence        float32             mean of joint_confidence
+    error             string              null, or why the frame could not be labeled
+
+A frame that cannot be decoded becomes a row with an ``error``, never a lost block (Ray Data's
+``max_errored_blocks`` would silently drop every frame of the block). ``select_labels`` then ranks
+all frames globally (the exact top fraction, ties by frame_id) and writes the kept ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from dfa_ray import checkpoints, storage
+from dfa_ray.config import LabelConfig
+from dfa_ray.data.images import ImageError, decode_resized
+from dfa_ray.data.records import dataset_files
+from dfa_ray.model import predict
+from dfa_ray.policy import select
+from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance
+from dfa_ray.skeleton import NUM_JOINTS
+
+LABEL_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string()),
+        pa.field("joints", pa.list_(pa.float32())),
+        pa.field("joint_confidence", pa.list_(pa.float32())),
+        pa.field("confidence", pa.float32()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
+def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, config: LabelConfig) -> Views:
+    """Each frame's transforms, a pure function of (seed, round, frame_id): a rerun labels identically."""
+    invariance, equivariance = [], []
+    for frame_id in frame_ids:
+        rng = np.random.default_rng([seed, round_index, zlib.crc32(str(frame_id).encode())])
+        views = sample_views(rng, 1, config.invariance, config.equivariance)
+        invariance += views.invariance
+        equivariance += views.equivariance
+    return Views(invariance, equivariance)
+
+
+class PseudoLabeler:
+    """Ray Data callable class: loads the round's checkpoint once, labels batches of target frames."""
+
+    def __init__(self, checkpoint_uri: str, round_index: int, config: LabelConfig, sigma: float) -> None:
+        self.model, _ = checkpoints.load(checkpoint_uri)
+        if config.num_gpus > 0 and torch.cuda.is_available():
+            self.model.cuda()
+        self.model.eval()
+        self.round_index = round_index
+        self.config = config
+        self.floor = target_variance(self.model.config.heatmap_size, sigma)
+
+    def _predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return predict(self.model, images)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``frame_id``/``image`` columns in, LABEL_SCHEMA columns out (same rows, same order)."""
+        frame_ids = [str(f) for f in batch["frame_id"]]
+        n, size = len(frame_ids), self.model.config.input_size
+        images = np.zeros((n, size, size, 3), np.uint8)
+        errors: list[str | None] = [None] * n
+        for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
+            try:
+                images[i] = decode_resized(data, size, frame_id)
+            except (ImageError, TypeError) as exc:
+                errors[i] = str(exc) if data is not None else f"frame {frame_id}: image is missing"
+        good = np.flatnonzero([e is None for e in errors])
+        joints = np.full((n, NUM_JOINTS * 3), np.nan, np.float32)
+        joint_confidence = np.zeros((n, NUM_JOINTS), np.float32)
+        if good.size:
+            views = frame_views([frame_ids[i] for i in good], self.config.seed, self.round_index, self.config)
+            labels = pseudo_label(self._predict, images[good], views, self.floor)
+            joints[good] = labels.joints.reshape(len(good), -1)
+            joint_confidence[good] = labels.joint_confidence
+        return {
+            "frame_id": np.array(frame_ids, dtype=object),
+            "joints": joints,
+            "joint_confidence": joint_confidence,
+            "confidence": joint_confidence.mean(axis=1).astype(np.float32),
+            "error": np.array(errors, dtype=object),
+        }
+
+
+def label_frames(
+    target_uri: str, checkpoint_uri: str, labels_uri: str, round_index: int, config: LabelConfig, sigma: float
+) -> None:
+    """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files."""
+    import ray
+
+    files = dataset_files(target_uri)
+    filesystem, _ = storage.resolve(files[0])
+    paths = [storage.resolve(f)[1] for f in files]
+    dataset = ray.data.read_parquet(paths, filesystem=filesystem, columns=["frame_id", "image"])
+    labeled = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
+        PseudoLabeler,
+        fn_constructor_kwargs={
+            "checkpoint_uri": checkpoint_uri,
+            "round_index": round_index,
+            "config": config,
+            "sigma": sigma,
+        },
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        batch_size=config.batch_size,
+        num_cpus=config.num_cpus,
+        num_gpus=config.num_gpus,
+        batch_format="numpy",
+    )
+    out_filesystem, out_path = storage.resolve(labels_uri)
+    # One file per block otherwise; each costs a round trip when read back.
+    labeled.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
+
+
+def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every label file of a round (any ``*.parquet`` under ``labels_uri``)."""
+    files = storage.list_files(labels_uri, suffix=".parquet", recursive=True)
+    if not files:
+        raise FileNotFoundError(f"no label files at {labels_uri}")
+    tables = []
+    for file_uri in files:
+        with storage.storage_errors(file_uri, "read labels"), storage.open_input(file_uri) as handle:
+            tables.append(pq.read_table(handle, columns=list(columns) if columns else None))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def select_labels(labels_uri: str, selected_uri: str, fraction: float) -> dict:
+    """Keep the top ``fraction`` of all labeled frames; write them to ``selected_uri``; return statistics.
+
+    Raises if a frame was labeled twice: the stage must write every target frame exactly once.
+    """
+    table = read_labels(labels_uri)
+    frame_ids = np.asarray(table.column("frame_id").to_pylist(), dtype=object)
+    unique, counts = np.unique(frame_ids, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1][:5].tolist()
+        raise ValueError(
+            f"{labels_uri}: {int((counts > 1).sum())} frame(s) labeled more than once, e.g. {twice}"
+        )
+    failed = ~table.column("error").is_null().to_numpy(zero_copy_only=False)
+    confidence = table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+    usable = np.flatnonzero(~failed)
+    selection = select(frame_ids[usable].tolist(), confidence[usable], fraction)
+    kept = usable[selection.mask]
+    kept_table = table.take(pa.array(kept)).drop_columns(["error"])
+    with storage.open_output(selected_uri) as stream:
+        pq.write_table(kept_table, stream)
+    histogram, edges = np.histogram(confidence[usable], bins=20, range=(0.0, 1.0))
+    return {
+        "num_frames": int(len(frame_ids)),
+        "num_failed": int(failed.sum()),
+        "fraction": fraction,
+        "num_kept": int(selection.num_kept),
+        "threshold": None if selection.threshold is None else float(selection.threshold),
+        "confidence_mean": float(confidence[usable].mean()) if usable.size else None,
+        "confidence_histogram": {"edges": edges.round(3).tolist(), "counts": histogram.tolist()},
+        "failed_examples": table.column("error").filter(pa.array(failed)).to_pylist()[:5],
+    }

@@ -1,0 +1,262 @@
+"""Pretraining and DFA adaptation as Ray Train ``TorchTrainer`` runs (DDP: gloo on CPU, nccl on GPU).
+
+Each worker reads its shard of the ``source`` dataset (and, when adapting, of the selected ``target``
+frames with their pseudo-labels), decodes batches, and runs ``adapt.train_step`` on a ``DFANet``
+wrapped by ``prepare_model``. Every rank runs exactly ``steps_per_epoch`` steps: the shards are
+split equally and read as endless streams, so no rank waits in an all-reduce another never reaches.
+Rank 0 reports a checkpoint every epoch (model, optimiser, schedule), which is what a restarted
+worker group resumes from.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from dfa_ray import checkpoints, storage
+from dfa_ray.adapt import Batch, DFANet, make_batch, train_step
+from dfa_ray.config import AdaptConfig, Config
+from dfa_ray.data.images import decode_resized
+from dfa_ray.data.records import dataset_files
+from dfa_ray.data.schema import REQUIRED_COLUMNS
+from dfa_ray.model import PoseModel
+from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.training import Frames, TrainConfig, make_optimizer
+
+SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
+_STATE_FILE = "train_state.pt"
+
+
+def _endless(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
+    """Batches of a dataset shard forever, pass after pass (every rank starts a new pass together)."""
+    while True:
+        empty = True
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(
+                f"the {name} shard of this worker holds fewer than batch_size={batch_size} frames"
+            )
+
+
+def _rows(batch: dict[str, np.ndarray]) -> list[dict]:
+    n = len(batch["frame_id"])
+    return [{name: values[i] for name, values in batch.items()} for i in range(n)]
+
+
+def source_batch(batch: dict[str, np.ndarray], model: PoseModel, sigma: float, device: torch.device) -> Batch:
+    """A training batch from a numpy batch of schema-v1 rows (3D and 2D-only mixed)."""
+    frames = Frames.from_rows(_rows(batch), model.config.input_size)
+    return make_batch(
+        frames.images, frames.coords, frames.joint_valid, frames.has_3d,
+        model.config.heatmap_size, sigma, device,
+    )  # fmt: skip
+
+
+def target_batch(batch: dict[str, np.ndarray], model: PoseModel, sigma: float, device: torch.device) -> Batch:
+    """A training batch from target frames joined with their pseudo-labels (normalised coordinates)."""
+    size = model.config.input_size
+    images = np.stack([decode_resized(d, size, f) for d, f in zip(batch["image"], batch["frame_id"])])
+    coords = np.stack([np.asarray(j, np.float32).reshape(NUM_JOINTS, 3) for j in batch["joints"]])
+    n = len(images)
+    valid, has_3d = np.ones((n, NUM_JOINTS), np.uint8), np.ones(n, bool)
+    return make_batch(images, coords, valid, has_3d, model.config.heatmap_size, sigma, device)
+
+
+class AttachPseudoLabels:
+    """Ray Data callable class: keeps the selected target frames and adds their ``joints`` column."""
+
+    def __init__(self, selected_uri: str) -> None:
+        with storage.open_input(selected_uri) as handle:
+            table = pq.read_table(handle, columns=["frame_id", "joints"])
+        self.joints = dict(zip(table.column("frame_id").to_pylist(), table.column("joints").to_pylist()))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows of ``batch`` whose frame was selected, with their pseudo-label."""
+        keep = np.array([f in self.joints for f in batch["frame_id"]], dtype=bool)
+        joints = np.array([self.joints[f] for f in batch["frame_id"][keep]], dtype=np.float32)
+        return {
+            "frame_id": batch["frame_id"][keep],
+            "image": batch["image"][keep],
+            "joints": joints.reshape(-1, NUM_JOINTS * 3),
+        }
+
+
+def train_loop(loop: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``: one stage (pretrain or adapt) on this worker's shards."""
+    import ray.train
+    import ray.train.torch
+
+    stage: TrainConfig = loop["stage"]
+    adapting = isinstance(stage, AdaptConfig)
+    torch.manual_seed(loop["seed"])
+    if loop["init_checkpoint"]:
+        model, _ = checkpoints.load(loop["init_checkpoint"])
+    else:
+        model = PoseModel(loop["model"])
+    device = ray.train.torch.get_device()
+    net = ray.train.torch.prepare_model(DFANet(model, dfa=adapting and stage.dfa))
+    model = net.module.model if hasattr(net, "module") else net.model
+    optimizer = make_optimizer(model, stage)
+    steps = loop["steps_per_epoch"]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, stage.lr, total_steps=stage.epochs * steps, pct_start=0.15
+    )
+    scaler = torch.amp.GradScaler("cuda") if stage.amp and device.type == "cuda" else None
+
+    first_epoch = 0
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as folder:
+            state = torch.load(Path(folder) / _STATE_FILE, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch = state["epoch"]
+
+    rank = ray.train.get_context().get_world_rank()
+    sources = _endless(ray.train.get_dataset_shard("source"), stage.batch_size, "source")
+    targets = (
+        _endless(ray.train.get_dataset_shard("target"), stage.batch_size, "target") if adapting else None
+    )
+    alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
+    for epoch in range(first_epoch, stage.epochs):
+        start, totals = time.perf_counter(), {"loss": 0.0, "loss_source": 0.0, "loss_target": 0.0}
+        for _ in range(steps):
+            source = source_batch(next(sources), model, stage.sigma, device)
+            target = target_batch(next(targets), model, stage.sigma, device) if targets else None
+            terms = train_step(net, optimizer, source, target, alpha, beta, stage.amp, scaler)
+            schedule.step()
+            for key in totals:
+                totals[key] += terms[key] / steps
+        images = steps * stage.batch_size * (2 if adapting else 1)
+        metrics = {
+            "epoch": epoch + 1,
+            **totals,
+            "images_per_s_per_worker": images / (time.perf_counter() - start),
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if rank == 0:
+                torch.save(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "epoch": epoch + 1},
+                    Path(folder) / _STATE_FILE,
+                )  # fmt: skip
+                checkpoints.save(model, folder, epoch=epoch + 1)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def read_source(uris: list[str]) -> Any:
+    """One Ray dataset over every source dataset's files (a missing ``joints_valid`` reads as all valid)."""
+    import ray
+
+    parts = []
+    for uri in uris:
+        files = dataset_files(uri)
+        filesystem, _ = storage.resolve(files[0])
+        with storage.open_input(files[0]) as handle:
+            names = pq.read_schema(handle).names
+        columns = [c for c in SOURCE_COLUMNS if c in names]
+        part = ray.data.read_parquet(
+            [storage.resolve(f)[1] for f in files], filesystem=filesystem, columns=columns
+        )
+        if "joints_valid" not in names:
+            part = part.map_batches(_all_valid, batch_format="numpy")
+        parts.append(part)
+    dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    # Materialised before the trainer starts, for the reason given in read_selected_target.
+    return dataset.materialize()
+
+
+def _all_valid(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch["joints_valid"] = np.ones((len(batch["frame_id"]), NUM_JOINTS), np.uint8)
+    return batch
+
+
+def read_selected_target(target_uri: str, selected_uri: str, rows_per_block: int) -> Any:
+    """The target frames the policy kept, each with its pseudo-label ``joints``, materialised."""
+    import ray
+
+    files = dataset_files(target_uri)
+    filesystem, _ = storage.resolve(files[0])
+    paths = [storage.resolve(f)[1] for f in files]
+    dataset = ray.data.read_parquet(paths, filesystem=filesystem, columns=["frame_id", "image"])
+    selected = dataset.repartition(target_num_rows_per_block=rows_per_block).map_batches(
+        AttachPseudoLabels,
+        fn_constructor_kwargs={"selected_uri": selected_uri},
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.25,
+        batch_format="numpy",
+    )
+    # Materialised before the trainer takes its CPUs: on a small node the read tasks of a lazy
+    # dataset would wait forever for CPUs the workers hold. Adaptation reads it every epoch anyway.
+    return selected.materialize()
+
+
+def run_stage(
+    config: Config,
+    stage: TrainConfig,
+    datasets: dict[str, Any],
+    num_frames: int,
+    storage_uri: str,
+    init_checkpoint: str | None,
+) -> tuple[PoseModel, dict]:
+    """Train one stage with a TorchTrainer; returns the final model and the last epoch's metrics.
+
+    ``num_frames`` is the size of the dataset that defines an epoch (source for pretraining, the
+    selected target frames for adaptation). Ray Train's own files go under ``storage_uri`` in a
+    fresh, uniquely named run: an existing name would be silently resumed.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers = config.workers
+    per_step = workers.num_workers * stage.batch_size
+    if num_frames < per_step:
+        raise ValueError(
+            f"{num_frames} frames cannot fill one step of {workers.num_workers} workers x batch_size "
+            f"{stage.batch_size}; lower the batch size or keep more frames"
+        )
+    filesystem, path = storage.resolve(storage_uri)
+    if filesystem.type_name != "s3":
+        storage.makedirs(storage_uri)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "stage": stage,
+            "model": config.model,
+            "seed": config.seed,
+            "init_checkpoint": init_checkpoint,
+            "steps_per_epoch": num_frames // per_step,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers.num_workers,
+            use_gpu=workers.use_gpu,
+            resources_per_worker={"CPU": workers.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=f"train-{uuid.uuid4().hex[:12]}",
+            storage_path=path,
+            storage_filesystem=filesystem,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training under {storage_uri} finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        model, _ = checkpoints.load(folder)
+    return model, dict(result.metrics or {})
