@@ -63,7 +63,7 @@ def weed_binary() -> Path:
     )
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports (held open together so they cannot repeat)."""
     sockets = []
     try:
@@ -243,7 +243,7 @@ class EmbeddedS3:
         return json.dumps({"identities": [identity]})
 
     def _launch(self) -> None:
-        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = _free_ports(8)
+        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = free_ports(8)
         admin = _free_port_pair(_ADMIN_GRPC_OFFSET)
         flags = {
             "dir": self.data_dir,

@@ -129,8 +129,9 @@ def label_frames(
 
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every label file of a round (any ``*.parquet`` under ``labels_uri``)."""
-    files = storage.list_files(labels_uri, suffix=".parquet", recursive=True)
+    """Every label file of a round (any ``*.parquet`` under ``labels_uri``), or one such file."""
+    single = labels_uri.endswith(".parquet") and storage.is_file(labels_uri)
+    files = [labels_uri] if single else storage.list_files(labels_uri, suffix=".parquet", recursive=True)
     if not files:
         raise FileNotFoundError(f"no label files at {labels_uri}")
     tables = []
