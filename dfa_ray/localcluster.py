@@ -113,15 +113,17 @@ class LocalRay:
         working_dir: str | os.PathLike,
         wait: bool = True,
         job_id: str | None = None,
-    ) -> subprocess.CompletedProcess | subprocess.Popen:
-        """``ray job submit`` the entrypoint; with ``wait`` return the finished CLI process (exit 1 = failed
-        job), else the running one (its job keeps running if the CLI is stopped)."""
+        capture: bool = True,
+    ) -> subprocess.CompletedProcess:
+        """``ray job submit`` the entrypoint. With ``wait`` the CLI follows the job's logs and exits 1 if
+        the job failed; without it, it returns once the job is accepted. ``capture=False`` streams the
+        logs to this process's output instead of capturing them."""
         args = ["job", "submit", f"--address={self.dashboard_url}", f"--working-dir={working_dir}"]
         if job_id:
             args.append(f"--submission-id={job_id}")
         if not wait:
             args.append("--no-wait")
-        return self._ray(*args, "--", *entrypoint, timeout=None)
+        return self._ray(*args, "--", *entrypoint, capture=capture)
 
     def job_status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``STOPPED``, ``SUCCEEDED`` or ``FAILED``."""

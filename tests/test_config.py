@@ -1,0 +1,60 @@
+"""Typed config: YAML + dotted overrides, errors that name the key, and lossless YAML round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dfa_ray.config import Config, ConfigError, differences, from_dict, load_config, load_yaml_text, to_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml"])
+def test_shipped_configs_load_and_round_trip(name):
+    config = load_config(REPO / "configs" / name)
+    assert from_dict(load_yaml_text(to_yaml(config))) == config
+
+
+def test_overrides_are_typed_and_applied_after_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rounds: 5\nadapt:\n  beta: 0.5\n")
+    overrides = ["adapt.beta=2", "label.num_gpus=1", "data.source=[a, 's3://b/c']", "workers.use_gpu=true"]
+    config = load_config(path, overrides)
+    assert config.rounds == 5 and config.adapt.beta == 2.0 and config.label.num_gpus == 1.0
+    assert config.data.source == ("a", "s3://b/c") and config.workers.use_gpu is True
+    assert config.adapt.epochs == Config().adapt.epochs  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["adapt.bta=1"], "unknown key.*adapt.bta"),
+        (["label.invariance.hue=3"], "unknown key.*label.invariance.hue"),
+        (["rounds=many"], "rounds: Input should be a valid integer"),
+        (["model.block=dense"], "model.block must be one of"),
+        (["policy=60%,5%"], "policy must be three"),
+        (["rounds"], "must look like section.key=value"),
+        (["rounds.x=1"], "rounds: Input should be a valid integer"),
+        (["rounds=3", "rounds.x=1"], "'rounds' is a value, not a section"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_differences_lists_dotted_keys_and_skips_ignored_sections():
+    a = load_config(None, [])
+    b = load_config(None, ["adapt.alpha=3", "ray.num_cpus=8", "label.equivariance.min_scale=0.7"])
+    assert differences(a, b) == ["adapt.alpha", "label.equivariance.min_scale", "ray.num_cpus"]
+    assert differences(a, b, ignore=("ray",)) == ["adapt.alpha", "label.equivariance.min_scale"]

@@ -1,0 +1,135 @@
+"""The plain parts of the Ray stages, called without Ray: the labeler, selection, label joins, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from dfa_ray import checkpoints
+from dfa_ray.config import LabelConfig
+from dfa_ray.data import synthetic
+from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.policy import num_kept
+from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, frame_views, read_labels, select_labels
+from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
+
+TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("ckpt") / "model.pt")
+    checkpoints.save(PoseModel(TINY), path, stage="test")
+    return path
+
+
+def _batch(n: int = 6) -> dict[str, np.ndarray]:
+    rows = list(synthetic.generate("synthetic-real", "test", n, crop_size=48))
+    return {
+        "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+    }
+
+
+def test_labeler_is_deterministic_per_frame_and_reports_bad_images(checkpoint):
+    labeler = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+    batch = _batch()
+    batch["image"][2] = batch["image"][2][:-30]  # truncated PNG
+    out = labeler(batch)
+    assert list(out) == LABEL_SCHEMA.names
+    assert (
+        out["error"][2] is not None
+        and "truncated" in out["error"][2]
+        and batch["frame_id"][2] in out["error"][2]
+    )
+    good = [i for i in range(6) if i != 2]
+    assert all(out["error"][i] is None for i in good)
+    assert np.isfinite(out["joints"][good]).all() and out["joints"].shape == (6, 51)
+    assert ((out["confidence"][good] > 0) & (out["confidence"][good] <= 1)).all()
+    # The same frame gets the same views and labels whatever batch it arrives in.
+    alone = labeler({name: values[[4]] for name, values in batch.items()})
+    np.testing.assert_allclose(alone["joints"][0], out["joints"][4], atol=1e-5)
+    views_a = frame_views(["a", "b"], 0, 1, LabelConfig())
+    views_b = frame_views(["b"], 0, 1, LabelConfig())
+    assert views_a.equivariance[1] == views_b.equivariance[0]
+    assert frame_views(["b"], 0, 2, LabelConfig()).equivariance[0] != views_b.equivariance[0]
+
+
+def _write_labels(folder, confidences, errors=None) -> None:
+    n = len(confidences)
+    table = pa.table(
+        {
+            "frame_id": [f"f{i:03d}" for i in range(n)],
+            "joints": [[0.1] * 51] * n,
+            "joint_confidence": [[c] * 17 for c in confidences],
+            "confidence": np.asarray(confidences, np.float32),
+            "error": errors or [None] * n,
+        },
+        schema=LABEL_SCHEMA,
+    )
+    half = n // 2
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.slice(0, half), folder / "a.parquet")
+    pq.write_table(table.slice(half), folder / "b.parquet")
+
+
+def test_selection_is_global_exact_and_skips_failed_frames(tmp_path):
+    confidences = np.linspace(0.9, 0.1, 10)
+    errors = [None] * 10
+    errors[0] = "frame f000: image is truncated"  # the most confident frame cannot be used
+    _write_labels(tmp_path / "labels", confidences, errors)
+    stats = select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5)
+    kept = read_labels(str(tmp_path / "selected.parquet"))
+    assert stats["num_frames"] == 10 and stats["num_failed"] == 1
+    assert stats["num_kept"] == num_kept(9, 0.5) == kept.num_rows == 4
+    assert kept.column("frame_id").to_pylist() == ["f001", "f002", "f003", "f004"]
+    assert stats["threshold"] == pytest.approx(confidences[4])
+    assert sum(stats["confidence_histogram"]["counts"]) == 9
+
+
+def test_selection_refuses_a_frame_labeled_twice(tmp_path):
+    _write_labels(tmp_path / "labels", [0.5, 0.4])
+    pq.write_table(pq.read_table(tmp_path / "labels" / "a.parquet"), tmp_path / "labels" / "c.parquet")
+    with pytest.raises(ValueError, match="1 frame\\(s\\) labeled more than once.*f000"):
+        select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0)
+
+
+def test_attach_keeps_selected_frames_with_their_labels(tmp_path):
+    _write_labels(tmp_path / "labels", [0.9, 0.8, 0.7, 0.6])
+    select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5)
+    attach = AttachPseudoLabels(str(tmp_path / "selected.parquet"))
+    batch = {
+        "frame_id": np.array(["f003", "f000", "f001", "x"], dtype=object),
+        "image": np.array([b"3", b"0", b"1", b"x"], dtype=object),
+    }
+    out = attach(batch)
+    assert out["frame_id"].tolist() == ["f000", "f001"] and out["image"].tolist() == [b"0", b"1"]
+    assert out["joints"].shape == (2, 51) and np.allclose(out["joints"], 0.1)
+
+
+def test_batches_from_ray_style_numpy_columns():
+    model = PoseModel(TINY)
+    rows = list(synthetic.generate("synthetic-source", "train", 4, crop_size=48))
+    rows[1]["joints_3d"] = None  # a 2D-only row
+    batch = {
+        "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+        "joints_2d": np.stack([r["joints_2d"].reshape(-1) for r in rows]),
+        "joints_3d": np.array(
+            [None if r["joints_3d"] is None else r["joints_3d"].reshape(-1) for r in rows], dtype=object
+        ),
+        "camera": np.stack([r["camera"] for r in rows]),
+        "joints_valid": np.ones((4, 17), np.uint8),
+    }
+    source = source_batch(batch, model, 1.0, torch.device("cpu"))
+    assert source.images.shape == (4, 3, 32, 32)
+    assert source.weights[1, :, 1:].sum() == 0 and source.weights[0].min() > 0  # no depth target for 2D-only
+    target = target_batch(
+        {"frame_id": batch["frame_id"], "image": batch["image"], "joints": np.zeros((4, 51), np.float32)},
+        model, 1.0, torch.device("cpu"),
+    )  # fmt: skip
+    assert target.images.shape == (4, 3, 32, 32) and target.targets.xy.shape == (4, 17, 8, 8)
