@@ -99,6 +99,29 @@ def evaluation(model: PoseModel, test: Frames, stage: str, round_index: int) -> 
     return {"stage": stage, "round": round_index, **summary}
 
 
+def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: Log = print) -> dict:
+    """Stage 0: pretrain on ``source`` (or load ``init_checkpoint``), evaluate on ``test``, commit.
+
+    Clears whatever an interrupted attempt left of ``run``'s pretrain stage first, and returns the
+    committed evaluation. ``self_train`` and ``jobs/pretrain.py`` both run the stage through this.
+    """
+    run.clear(0)
+    if config.init_checkpoint:
+        model, _ = checkpoints.load(config.init_checkpoint)
+        stats = {"init_checkpoint": config.init_checkpoint}
+    else:
+        log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(source)}")
+        dataset = train.read_source(source)
+        model, stats = train.run_stage(
+            config, config.pretrain, {"source": dataset}, dataset.count(), run.ray_storage(0), None
+        )
+    checkpoints.save(model, run.model(0), stage="pretrain")
+    result = evaluation(model, test, "pretrain", 0)
+    run.commit(0, {"training": stats, "evaluation": result})
+    log(_line(result))
+    return result
+
+
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
     """Run (or resume) the whole method; returns the committed evaluations in order."""
     run = RunDir(config.storage, config.run_name)
@@ -112,20 +135,7 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
         log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
 
     if 0 not in done:
-        run.clear(0)
-        if config.init_checkpoint:
-            model, _ = checkpoints.load(config.init_checkpoint)
-            stats = {"init_checkpoint": config.init_checkpoint}
-        else:
-            log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(source)}")
-            dataset = train.read_source(source)
-            model, stats = train.run_stage(
-                config, config.pretrain, {"source": dataset}, dataset.count(), run.ray_storage(0), None
-            )
-        checkpoints.save(model, run.model(0), stage="pretrain")
-        result = evaluation(model, test, "pretrain", 0)
-        run.commit(0, {"training": stats, "evaluation": result})
-        log(_line(result))
+        pretrain(config, run, source, test, log)
 
     policy = config.policy_schedule
     for k in range(1, config.rounds + 1):

@@ -1,0 +1,62 @@
+"""The driver's command line, shared by ``jobs/self_train.py`` and ``jobs/pretrain.py``.
+
+Flags become dotted config overrides, applied after ``--config`` and before ``--set``, so the same
+command line always makes the same config (which ``--resume`` checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# flag -> config key; a flag given on the command line becomes an override.
+_FLAGS = {
+    "source": "data.source",
+    "target": "data.target",
+    "test": "data.test",
+    "storage": "storage",
+    "run_name": "run_name",
+    "rounds": "rounds",
+    "policy": "policy",
+    "num_workers": "workers.num_workers",
+    "label_actors": "label.actors",
+    "init_checkpoint": "init_checkpoint",
+}
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The driver's flags."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML config (e.g. configs/demo.yaml); defaults otherwise")
+    parser.add_argument("--source", nargs="+", help="labeled source datasets (default: synthetic-source)")
+    parser.add_argument("--target", help="unlabeled target dataset (default: synthetic-real train)")
+    parser.add_argument("--test", help="target test dataset with joints_3d (default: synthetic-real test)")
+    parser.add_argument("--storage", help="local directory or s3://bucket/prefix for runs and data")
+    parser.add_argument("--run-name")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--policy", help="initial,step,maximum, e.g. 60%%,10%%,90%%")
+    parser.add_argument("--no-dfa", action="store_true", help="the target term trains the decoder too")
+    parser.add_argument("--num-workers", type=int, help="Ray Train workers")
+    parser.add_argument("--use-gpu", action="store_true", help="train on GPUs and give each label actor one")
+    parser.add_argument("--label-actors", type=int, help="pseudo-labeling actors")
+    parser.add_argument("--init-checkpoint", help="skip pretraining; start from this model.pt")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run after its last committed stage"
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value")
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The flags given, as dotted overrides (applied before ``--set``)."""
+    out = []
+    for flag, key in _FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out.append(f"{key}={list(value) if isinstance(value, list) else value}")
+    if args.no_dfa:
+        out.append("adapt.dfa=false")
+    if args.use_gpu:
+        out += ["workers.use_gpu=true", "label.num_gpus=1"]
+    return out + args.set

@@ -1,0 +1,103 @@
+"""Evaluate a checkpoint on a labeled dataset: MPJPE and PA-MPJPE (mm), overall, per joint and per action.
+
+    python jobs/evaluate.py --checkpoint runs/demo/round-3/checkpoint/model.pt --data URI
+    python jobs/evaluate.py --checkpoint s3://dfa-ray/runs/demo/pretrain --data s3://dfa-ray/data/test
+
+``--checkpoint`` is a ``model.pt`` file or a directory/prefix holding one; ``--data`` is a schema-v1
+dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet`` file) with ``joints_3d``. Frames
+without ``joints_3d`` are skipped (a note on stderr says how many). Predictions are turned into
+millimetres with each frame's camera and true root depth (MargiPose's protocol, as in training).
+
+Stdout is exactly one JSON object: ``dfa_ray.metrics.summarize``'s keys (``mpjpe``, ``pa_mpjpe``,
+``num_frames``, ``per_joint``, ``per_action``) plus ``checkpoint``, ``checkpoint_info`` (what the
+checkpoint was saved with: stage, round...), ``data`` and ``num_frames_without_3d``. Progress goes to
+stderr. S3 settings come from the standard AWS_* variables.
+
+Exit codes: 0 success; 2 an unusable input (checkpoint or dataset missing or unreadable, no
+``joints_3d`` in the dataset) or bad usage, with a one-line error naming it on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from dfa_ray import checkpoints
+from dfa_ray.data.schema import RecordError
+from dfa_ray.storage import StorageError
+from dfa_ray.training import evaluate, load_frames
+
+# Errors that mean "this input is unusable": reported in one line, exit code 2.
+_INPUT_ERRORS = (RecordError, StorageError, FileNotFoundError, ValueError)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's flags."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="model.pt, or a directory/prefix holding one")
+    parser.add_argument(
+        "--data", required=True, help="schema-v1 dataset with joints_3d (dir, s3://, .parquet)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="frames per forward pass (default 256)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1...")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Load, evaluate and return the JSON-ready result; raises one of ``_INPUT_ERRORS`` on bad input."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    model, info = checkpoints.load(args.checkpoint)
+    model.to(pick_device(args.device))
+    _note(f"loaded {checkpoints.checkpoint_file(args.checkpoint)} ({info or 'no info'})")
+    start = time.perf_counter()
+    frames = load_frames(args.data, model.config.input_size)
+    labeled = int(frames.has_3d.sum())
+    if labeled == 0:
+        raise ValueError(f"{args.data}: none of its {len(frames)} frames has joints_3d; cannot compute MPJPE")
+    if labeled < len(frames):
+        _note(f"{args.data}: {len(frames) - labeled} of {len(frames)} frames have no joints_3d; skipped")
+    _note(f"read {len(frames)} frames from {args.data} in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    summary = evaluate(model, frames, args.batch_size)
+    _note(f"evaluated {labeled} frames in {time.perf_counter() - start:.1f} s")
+    return {
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_info": info,
+        "data": str(args.data),
+        "num_frames_without_3d": len(frames) - labeled,
+        **summary,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, evaluate and print the result as one JSON object; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except _INPUT_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

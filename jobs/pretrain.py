@@ -1,0 +1,78 @@
+"""Pretraining alone: the driver's stage 0 as a Ray Train job, committed so the driver can continue it.
+
+    ray job submit -- python jobs/pretrain.py --config configs/demo.yaml --storage s3://dfa-ray/runs
+    python jobs/pretrain.py --config configs/smoke.yaml                  # starts a private local Ray
+    python jobs/self_train.py --config configs/smoke.yaml --resume       # then the rounds, same flags
+
+The flags are jobs/self_train.py's own (``dfa_ray.cli``, so the same config comes out of the same
+command line): ``--config``, ``--source``, ``--test``, ``--storage``, ``--run-name``,
+``--num-workers``, ``--use-gpu``, ``--set KEY=VALUE`` and the rest. Like the driver, the job saves
+the resolved config as ``<storage>/<run>/config.yaml``, trains on the source datasets (the synthetic
+benchmark by default, rendered if absent, target split included so the rounds find it), writes
+``<storage>/<run>/pretrain/model.pt``, evaluates it on the test set and commits the stage
+(``pretrain/COMMITTED.json``, ``metrics.jsonl``) through ``dfa_ray.selftrain.pretrain``, the very
+code the driver runs. ``jobs/self_train.py --resume`` with the same config then starts at round 1.
+
+An existing run is refused unless ``--resume`` is given; with it, a run whose pretraining is already
+committed is left alone, and an interrupted one is pretrained again from scratch.
+
+Exit codes: 0 success (or pretraining already committed); 2 a bad config, an existing run, a resume
+with a different config, or unusable storage, with a one-line error on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from dfa_ray import config as config_module
+from dfa_ray import storage
+from dfa_ray.cli import build_parser, overrides
+from dfa_ray.config import Config, ConfigError, load_config
+from dfa_ray.rundir import RunDir
+from dfa_ray.selftrain import check_resume, connect, pretrain, resolve_data
+from dfa_ray.storage import StorageError
+from dfa_ray.training import load_frames
+
+# A bad config (or a resume with another one), an existing run, unusable storage.
+_USAGE_ERRORS = (ConfigError, FileExistsError, StorageError)
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:
+    """The config the flags in ``argv`` make (as the driver would), and whether ``--resume`` was given."""
+    args = build_parser("pretrain", __doc__).parse_args(argv)
+    return load_config(args.config, overrides(args)), args.resume
+
+
+def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = print) -> dict | None:
+    """Pretrain and commit stage 0 of ``config``'s run; returns its evaluation (None if already committed)."""
+    run = RunDir(config.storage, config.run_name)
+    try:
+        check_resume(run, config, resume)
+    except ValueError as exc:  # FileExistsError is not one: a resume with a different config
+        raise ConfigError(str(exc)) from None
+    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    if run.is_committed(0):
+        log(f"{run.stage(0)} is already committed; nothing to do")
+        return None
+    connect(config.ray)
+    source, _, test_uri = resolve_data(config, log)
+    test = load_frames(test_uri, config.model.input_size)
+    result = pretrain(config, run, source, test, log)
+    log(f"committed {run.model(0)}; continue with jobs/self_train.py --resume and the same config")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pretraining stage; exit 2 on a bad config, an existing run or unusable storage."""
+    try:
+        config, resume = parse_config(argv)
+        run_pretrain(config, resume, log=lambda line: print(line, flush=True))
+    except _USAGE_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
