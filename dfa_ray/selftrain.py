@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
-from dfa_ray.config import Config, RayConfig
+from dfa_ray.config import Config, DataConfig, RayConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.model import PoseModel
@@ -45,11 +45,16 @@ def connect(settings: RayConfig) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def synthetic_name(domain: str, split: str, n: int, data: DataConfig) -> str:
+    """The folder name of a rendered synthetic split (the renderer version included: no stale caches)."""
+    version = synthetic.RENDERER_VERSION
+    return f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}-v{version}"
+
+
 def synthetic_dataset(storage_uri: str, domain: str, split: str, n: int, config: Config, log: Log) -> str:
     """``<storage>/data/<domain>-<split>-...``, rendered on first use; a marker file says it is complete."""
     data = config.data
-    name = f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}"
-    uri = storage.join(storage_uri, "data", name)
+    uri = storage.join(storage_uri, "data", synthetic_name(domain, split, n, data))
     marker = storage.join(uri, "_COMPLETE")
     if storage.exists(marker):
         return uri

@@ -72,3 +72,14 @@ def test_unknown_domain_and_split_are_named():
         syn.render_frame("h36m", "train", 0)
     with pytest.raises(ValueError, match="unknown split 'val'"):
         syn.render_frame("synthetic-real", "val", 0)
+
+
+def test_outlines_keep_a_limb_visible_over_a_part_of_its_own_colour():
+    # A flat limb over the torso in the same colour vanishes; its rim must not (source frames are learnable).
+    colour = [120, 60, 200]
+    p, q = np.array([20.0, 32.0]), np.array([44.0, 32.0])
+    flat, outlined = np.full((64, 64, 3), colour, np.uint8), np.full((64, 64, 3), colour, np.uint8)
+    syn._limb(flat, p, q, 8, colour, shaded=False, outlined=False)
+    syn._limb(outlined, p, q, 8, colour, shaded=False, outlined=True)
+    assert np.all(flat == colour)
+    assert np.abs(outlined.astype(int) - colour).max() > 40

@@ -18,6 +18,7 @@ from dfa_ray.data.records import read_records
 from dfa_ray.localcluster import LocalRay
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
+from dfa_ray.selftrain import synthetic_name
 from dfa_ray.stages.label import read_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,9 +44,8 @@ def _entrypoint(storage_uri: str, run_name: str, *extra: str) -> list[str]:
 
 
 def _target_frames(storage_uri: str) -> list[str]:
-    data = SMOKE.data
-    name = f"synthetic-real-train-n{data.synthetic_target_frames}-seed{data.synthetic_seed}"
-    uri = storage.join(storage_uri, "data", f"{name}-px{data.synthetic_crop_size}")
+    name = synthetic_name("synthetic-real", "train", SMOKE.data.synthetic_target_frames, SMOKE.data)
+    uri = storage.join(storage_uri, "data", name)
     return sorted(read_records(uri, columns=["frame_id"]).column("frame_id").to_pylist())
 
 
