@@ -7,6 +7,7 @@ command line always makes the same config (which ``--resume`` checks).
 from __future__ import annotations
 
 import argparse
+import json
 
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
@@ -54,7 +55,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
     for flag, key in _FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
-            out.append(f"{key}={list(value) if isinstance(value, list) else value}")
+            # JSON is YAML: a run named "off" or "1e3" stays a string, a list stays a list.
+            out.append(f"{key}={json.dumps(value)}")
     if args.no_dfa:
         out.append("adapt.dfa=false")
     if args.use_gpu:

@@ -52,6 +52,10 @@ class AdaptConfig(TrainConfig):
     alpha: float = 1.0
     beta: float = 1.0
     dfa: bool = True  # the target term updates the encoder only (decoder frozen for the target branch)
+    # Colour-transform each target image anew every step (the invariance view's ranges; labels are
+    # unchanged by it), so the encoder is trained towards the ensemble's label, not its own view.
+    target_invariance: bool = True
+    weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dfa_ray.cli import build_parser, overrides
 from dfa_ray.config import Config, ConfigError, differences, from_dict, load_config, load_yaml_text, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,3 +59,12 @@ def test_differences_lists_dotted_keys_and_skips_ignored_sections():
     b = load_config(None, ["adapt.alpha=3", "ray.num_cpus=8", "label.equivariance.min_scale=0.7"])
     assert differences(a, b) == ["adapt.alpha", "label.equivariance.min_scale", "ray.num_cpus"]
     assert differences(a, b, ignore=("ray",)) == ["adapt.alpha", "label.equivariance.min_scale"]
+
+
+def test_driver_flags_keep_their_types():
+    argv = ["--run-name", "off", "--source", "a", "s3://b/c", "--rounds", "2", "--no-dfa", "--use-gpu"]
+    args = build_parser("self_train", "").parse_args([*argv, "--set", "adapt.beta=0.5"])
+    config = load_config(None, overrides(args))
+    assert config.run_name == "off"  # YAML would read a bare off as False
+    assert config.data.source == ("a", "s3://b/c") and config.rounds == 2 and config.adapt.beta == 0.5
+    assert not config.adapt.dfa and config.workers.use_gpu and config.label.num_gpus == 1

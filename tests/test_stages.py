@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from dfa_ray import checkpoints
-from dfa_ray.config import LabelConfig
+from dfa_ray.config import AdaptConfig, LabelConfig
 from dfa_ray.data import synthetic
 from dfa_ray.model import ModelConfig, PoseModel
 from dfa_ray.policy import num_kept
 from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, frame_views, read_labels, select_labels
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
+from dfa_ray.transforms import InvarianceRange
 
 TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
 
@@ -109,6 +110,7 @@ def test_attach_keeps_selected_frames_with_their_labels(tmp_path):
     out = attach(batch)
     assert out["frame_id"].tolist() == ["f000", "f001"] and out["image"].tolist() == [b"0", b"1"]
     assert out["joints"].shape == (2, 51) and np.allclose(out["joints"], 0.1)
+    np.testing.assert_allclose(out["joint_confidence"], [[0.9] * 17, [0.8] * 17], rtol=1e-6)
 
 
 def test_batches_from_ray_style_numpy_columns():
@@ -128,8 +130,21 @@ def test_batches_from_ray_style_numpy_columns():
     source = source_batch(batch, model, 1.0, torch.device("cpu"))
     assert source.images.shape == (4, 3, 32, 32)
     assert source.weights[1, :, 1:].sum() == 0 and source.weights[0].min() > 0  # no depth target for 2D-only
-    target = target_batch(
-        {"frame_id": batch["frame_id"], "image": batch["image"], "joints": np.zeros((4, 51), np.float32)},
-        model, 1.0, torch.device("cpu"),
-    )  # fmt: skip
+    confidence = np.tile(np.linspace(0.1, 0.9, 17, dtype=np.float32), (4, 1))
+    columns = {
+        "frame_id": batch["frame_id"],
+        "image": batch["image"],
+        "joints": np.zeros((4, 51), np.float32),
+    }
+    columns["joint_confidence"] = confidence
+    plain = AdaptConfig(target_invariance=False, weight_by_confidence=False)
+    cpu = torch.device("cpu")
+    target = target_batch(columns, model, plain, cpu, np.random.default_rng(0), InvarianceRange())
     assert target.images.shape == (4, 3, 32, 32) and target.targets.xy.shape == (4, 17, 8, 8)
+    assert torch.all(target.weights == 1)
+    both = AdaptConfig(target_invariance=True, weight_by_confidence=True)
+    varied = target_batch(columns, model, both, cpu, np.random.default_rng(0), InvarianceRange())
+    # The colour transform changes pixels, never the targets; weights follow the joint confidence.
+    assert not torch.equal(varied.images, target.images)
+    assert torch.equal(varied.targets.xy, target.targets.xy)
+    np.testing.assert_allclose(varied.weights[0, :, 0].numpy(), confidence[0])

@@ -30,6 +30,7 @@ from dfa_ray.data.schema import REQUIRED_COLUMNS
 from dfa_ray.model import PoseModel
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.training import Frames, TrainConfig, make_optimizer
+from dfa_ray.transforms import InvarianceRange, apply_invariance, sample_invariance
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
 _STATE_FILE = "train_state.pt"
@@ -62,14 +63,27 @@ def source_batch(batch: dict[str, np.ndarray], model: PoseModel, sigma: float, d
     )  # fmt: skip
 
 
-def target_batch(batch: dict[str, np.ndarray], model: PoseModel, sigma: float, device: torch.device) -> Batch:
+def target_batch(
+    batch: dict[str, np.ndarray],
+    model: PoseModel,
+    stage: AdaptConfig,
+    device: torch.device,
+    rng: np.random.Generator,
+    invariance: InvarianceRange,
+) -> Batch:
     """A training batch from target frames joined with their pseudo-labels (normalised coordinates)."""
     size = model.config.input_size
     images = np.stack([decode_resized(d, size, f) for d, f in zip(batch["image"], batch["frame_id"])])
+    if stage.target_invariance:
+        images = np.stack([apply_invariance(image, sample_invariance(rng, invariance)) for image in images])
     coords = np.stack([np.asarray(j, np.float32).reshape(NUM_JOINTS, 3) for j in batch["joints"]])
     n = len(images)
-    valid, has_3d = np.ones((n, NUM_JOINTS), np.uint8), np.ones(n, bool)
-    return make_batch(images, coords, valid, has_3d, model.config.heatmap_size, sigma, device)
+    weights = np.ones((n, NUM_JOINTS), np.float32)
+    if stage.weight_by_confidence:
+        weights = np.stack([np.asarray(c, np.float32) for c in batch["joint_confidence"]])
+    return make_batch(
+        images, coords, weights, np.ones(n, bool), model.config.heatmap_size, stage.sigma, device
+    )
 
 
 class AttachPseudoLabels:
@@ -77,17 +91,22 @@ class AttachPseudoLabels:
 
     def __init__(self, selected_uri: str) -> None:
         with storage.open_input(selected_uri) as handle:
-            table = pq.read_table(handle, columns=["frame_id", "joints"])
-        self.joints = dict(zip(table.column("frame_id").to_pylist(), table.column("joints").to_pylist()))
+            table = pq.read_table(handle, columns=["frame_id", "joints", "joint_confidence"])
+        ids = table.column("frame_id").to_pylist()
+        self.joints = dict(zip(ids, table.column("joints").to_pylist()))
+        self.confidence = dict(zip(ids, table.column("joint_confidence").to_pylist()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows of ``batch`` whose frame was selected, with their pseudo-label."""
         keep = np.array([f in self.joints for f in batch["frame_id"]], dtype=bool)
-        joints = np.array([self.joints[f] for f in batch["frame_id"][keep]], dtype=np.float32)
+        kept = batch["frame_id"][keep]
+        joints = np.array([self.joints[f] for f in kept], dtype=np.float32)
+        confidence = np.array([self.confidence[f] for f in kept], dtype=np.float32)
         return {
-            "frame_id": batch["frame_id"][keep],
+            "frame_id": kept,
             "image": batch["image"][keep],
             "joints": joints.reshape(-1, NUM_JOINTS * 3),
+            "joint_confidence": confidence.reshape(-1, NUM_JOINTS),
         }
 
 
@@ -129,11 +148,14 @@ def train_loop(loop: dict) -> None:
         _endless(ray.train.get_dataset_shard("target"), stage.batch_size, "target") if adapting else None
     )
     alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
+    rng = np.random.default_rng([loop["seed"], rank, first_epoch])
     for epoch in range(first_epoch, stage.epochs):
         start, totals = time.perf_counter(), {"loss": 0.0, "loss_source": 0.0, "loss_target": 0.0}
         for _ in range(steps):
             source = source_batch(next(sources), model, stage.sigma, device)
-            target = target_batch(next(targets), model, stage.sigma, device) if targets else None
+            target = None
+            if targets:
+                target = target_batch(next(targets), model, stage, device, rng, loop["invariance"])
             terms = train_step(net, optimizer, source, target, alpha, beta, stage.amp, scaler)
             schedule.step()
             for key in totals:
@@ -239,6 +261,7 @@ def run_stage(
             "seed": config.seed,
             "init_checkpoint": init_checkpoint,
             "steps_per_epoch": num_frames // per_step,
+            "invariance": config.label.invariance,
         },
         scaling_config=ScalingConfig(
             num_workers=workers.num_workers,
