@@ -1,13 +1,16 @@
-"""The driver's command line, shared by ``jobs/self_train.py`` and ``jobs/pretrain.py``.
+"""Command-line glue for ``jobs/``: the driver's flags, and one rule for turning errors into exit codes.
 
-Flags become dotted config overrides, applied after ``--config`` and before ``--set``, so the same
-command line always makes the same config (which ``--resume`` checks).
+The driver's flags (``jobs/self_train.py``, ``jobs/pretrain.py``) become dotted config overrides,
+applied after ``--config`` and before ``--set``, so the same command line always makes the same
+config (which ``--resume`` checks).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
@@ -62,3 +65,14 @@ def overrides(args: argparse.Namespace) -> list[str]:
     if args.use_gpu:
         out += ["workers.use_gpu=true", "label.num_gpus=1"]
     return out + args.set
+
+
+def exit_code(run: Callable[[], object], usage_errors: tuple[type[BaseException], ...]) -> int:
+    """Run a job's body: the int it returns (anything else = 0), or 2 with one ``error:`` line on a
+    usage error (bad input, bad config), which needs no traceback."""
+    try:
+        code = run()
+        return code if isinstance(code, int) else 0
+    except usage_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -27,6 +27,7 @@ import time
 import torch
 
 from dfa_ray import checkpoints
+from dfa_ray.cli import exit_code
 from dfa_ray.data.schema import RecordError
 from dfa_ray.storage import StorageError
 from dfa_ray.training import evaluate, load_frames
@@ -90,13 +91,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, evaluate and print the result as one JSON object; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except _INPUT_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result), flush=True)
-    return 0
+    return exit_code(lambda: print(json.dumps(run(args)), flush=True), _INPUT_ERRORS)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from dfa_ray import checkpoints, heatmaps, storage
+from dfa_ray.cli import exit_code
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.mpii import nominal_intrinsics
 from dfa_ray.data.preview import draw_skeleton, save_png
@@ -320,12 +321,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, predict and write the outputs; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except _INPUT_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run(args), _INPUT_ERRORS)
 
 
 if __name__ == "__main__":

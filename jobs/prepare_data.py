@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from dfa_ray import storage
+from dfa_ray.cli import exit_code
 from dfa_ray.data import h36m, mpii, preview, surreal, synthetic
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.records import MiB, dataset_files, read_records, read_records_with_report, write_records
@@ -249,11 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except _INPUT_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: args.func(args), _INPUT_ERRORS)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from dfa_ray import config as config_module
 from dfa_ray import storage
-from dfa_ray.cli import build_parser, overrides
+from dfa_ray.cli import build_parser, exit_code, overrides
 from dfa_ray.config import Config, ConfigError, load_config
 from dfa_ray.rundir import RunDir
 from dfa_ray.selftrain import check_resume, connect, pretrain, resolve_data
@@ -65,13 +65,12 @@ def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = prin
 
 def main(argv: list[str] | None = None) -> int:
     """Run the pretraining stage; exit 2 on a bad config, an existing run or unusable storage."""
-    try:
+
+    def run() -> None:
         config, resume = parse_config(argv)
         run_pretrain(config, resume, log=lambda line: print(line, flush=True))
-    except _USAGE_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run, _USAGE_ERRORS)
 
 
 if __name__ == "__main__":

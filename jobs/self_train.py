@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from dfa_ray.cli import build_parser, overrides
+from dfa_ray.cli import build_parser, exit_code, overrides
 from dfa_ray.config import ConfigError, load_config
 from dfa_ray.selftrain import self_train
 
@@ -20,13 +20,12 @@ from dfa_ray.selftrain import self_train
 def main(argv: list[str] | None = None) -> int:
     """Run the driver; exit 2 on a bad config or an existing run."""
     args = build_parser("self_train", __doc__).parse_args(argv)
-    try:
+
+    def run() -> None:
         config = load_config(args.config, overrides(args))
         self_train(config, resume=args.resume, log=lambda line: print(line, flush=True))
-    except (ConfigError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run, (ConfigError, FileExistsError))
 
 
 if __name__ == "__main__":
