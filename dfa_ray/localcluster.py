@@ -10,6 +10,7 @@ environment, which is how the S3 credentials reach the driver without appearing 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,24 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dfa_ray.objectstore import free_ports
+
+
+@dataclass
+class Job:
+    """A submitted job: its id, and once followed to the end, its status and driver output."""
+
+    job_id: str
+    status: str | None = None
+    logs: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job ended with SUCCEEDED."""
+        return self.status == "SUCCEEDED"
 
 
 class LocalRay:
@@ -114,26 +130,48 @@ class LocalRay:
         wait: bool = True,
         job_id: str | None = None,
         capture: bool = True,
-    ) -> subprocess.CompletedProcess:
-        """``ray job submit`` the entrypoint. With ``wait`` the CLI follows the job's logs and exits 1 if
-        the job failed; without it, it returns once the job is accepted. ``capture=False`` streams the
-        logs to this process's output instead of capturing them."""
-        args = ["job", "submit", f"--address={self.dashboard_url}", f"--working-dir={working_dir}"]
+    ) -> Job:
+        """``ray job submit`` the entrypoint. With ``wait``, follow its logs (streamed to this process's
+        output unless ``capture``) until it ends; the returned Job has its final status and the logs."""
+        args = [
+            "job",
+            "submit",
+            "--no-wait",
+            f"--address={self.dashboard_url}",
+            f"--working-dir={working_dir}",
+        ]
         if job_id:
             args.append(f"--submission-id={job_id}")
-        if not wait:
-            args.append("--no-wait")
-        return self._ray(*args, "--", *entrypoint, capture=capture)
+        # Right after start-up (or on a loaded machine) the head can answer before its job agent is up;
+        # the server then refuses with "No available agent ... try again later", before running anything.
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            done = self._ray(*args, "--", *entrypoint)
+            output = done.stdout + done.stderr
+            if "No available agent" not in output or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        match = re.search(r"Job '([^']+)' submitted successfully", output)
+        if done.returncode != 0 or match is None:
+            raise RuntimeError(f"ray job submit failed: {output.strip()[-1000:]}")
+        job = Job(match[1])
+        if wait:
+            follow = ["job", "logs", "--follow", f"--address={self.dashboard_url}", job.job_id]
+            job.logs = self._ray(*follow, capture=capture).stdout or ""
+            job.status = self.job_status(job.job_id)
+        return job
 
     def job_status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``STOPPED``, ``SUCCEEDED`` or ``FAILED``."""
         done = self._ray("job", "status", f"--address={self.dashboard_url}", job_id, timeout=60)
-        out = (done.stdout + done.stderr).lower()
-        # The CLI prints e.g. "Job 'x' was stopped" or "Status for job 'x': RUNNING".
-        for status in ("succeeded", "failed", "stopped", "running", "pending"):
-            if status in out:
-                return status.upper()
-        raise RuntimeError(f"unexpected `ray job status` output: {out!r}")
+        out = done.stdout + done.stderr
+        # The CLI prints "Job 'x' succeeded|failed|was stopped" or "Status for job 'x': RUNNING".
+        match = re.search(r"Job '[^']+' (succeeded|failed|was stopped)", out) or re.search(
+            r"Status for job '[^']+': (\w+)", out
+        )
+        if match is None:
+            raise RuntimeError(f"`ray job status {job_id}` said: {out.strip()[-500:]}")
+        return {"was stopped": "STOPPED"}.get(match[1], match[1].upper())
 
     def stop_job(self, job_id: str) -> None:
         """``ray job stop``: kill the job's driver."""

@@ -88,6 +88,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     sigma: float = 1.0  # target Gaussian width in heatmap cells
     amp: bool = False
+    # Rows each Ray Train worker shuffles across before batching, anew every pass: datasets stored in
+    # video order (Human3.6M) would otherwise give batches of one subject and one action.
+    shuffle_buffer: int = 1024
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

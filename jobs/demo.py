@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Ray head at {head.dashboard_url}; submitting jobs/self_train.py", flush=True)
             entrypoint = ["python", "jobs/self_train.py", "--config", args.config, "--storage", storage_uri]
             entrypoint += ["--run-name", args.run_name, *driver_flags]
-            done = head.submit(entrypoint, REPO, capture=False)
-        if done.returncode != 0:
-            print(f"the job failed (ray job submit exited {done.returncode})", file=sys.stderr)
+            job = head.submit(entrypoint, REPO, capture=False)
+        if not job.succeeded:
+            print(f"job {job.job_id} ended {job.status}", file=sys.stderr)
             return 1
         os.environ.update(s3.env())  # to read the results from here
         run = RunDir(storage_uri, args.run_name)

@@ -70,14 +70,14 @@ def _check_committed_rounds(run: RunDir, targets: list[str]) -> None:
 
 def test_self_train_job_runs_every_stage(ray_head, storage_uri, s3):
     done = ray_head.submit(_entrypoint(storage_uri, "full"), REPO)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.succeeded, done.logs[-3000:]
     run = RunDir(storage_uri, "full")
     _check_committed_rounds(run, _target_frames(storage_uri))
     lines = [line for line in storage.read_bytes(run.metrics).decode().splitlines() if line]
     records = [__import__("json").loads(line) for line in lines]
     assert [(r["stage"], r["round"]) for r in records] == [("pretrain", 0), ("round", 1), ("round", 2)]
     assert all(r["num_frames"] == SMOKE.data.synthetic_test_frames and r["mpjpe"] > 0 for r in records)
-    assert "round 2: MPJPE" in done.stdout
+    assert "round 2: MPJPE" in done.logs
 
 
 def test_a_killed_driver_resumes_without_relabeling(ray_head, storage_uri, s3):
@@ -95,6 +95,6 @@ def test_a_killed_driver_resumes_without_relabeling(ray_head, storage_uri, s3):
     assert run.committed_rounds() == [0, 1]
 
     resumed = ray_head.submit(_entrypoint(storage_uri, "killed", "--resume"), REPO)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "committed through round 1" in resumed.stdout
+    assert resumed.succeeded, resumed.logs[-3000:]
+    assert "committed through round 1" in resumed.logs
     _check_committed_rounds(run, _target_frames(storage_uri))

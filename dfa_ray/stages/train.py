@@ -10,6 +10,7 @@ worker group resumes from.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 import uuid
@@ -36,11 +37,17 @@ SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")]
 _STATE_FILE = "train_state.pt"
 
 
-def _endless(shard: Any, batch_size: int, name: str) -> Iterator[dict]:
-    """Batches of a dataset shard forever, pass after pass (every rank starts a new pass together)."""
-    while True:
+def _endless(shard: Any, batch_size: int, name: str, shuffle_buffer: int, seed: int) -> Iterator[dict]:
+    """Shuffled batches of a dataset shard forever, pass after pass (every rank starts a pass together)."""
+    for number in itertools.count():
         empty = True
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+        for batch in shard.iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            drop_last=True,
+            local_shuffle_buffer_size=shuffle_buffer or None,
+            local_shuffle_seed=seed * 100_003 + number,
+        ):
             empty = False
             yield batch
         if empty:
@@ -143,10 +150,15 @@ def train_loop(loop: dict) -> None:
         first_epoch = state["epoch"]
 
     rank = ray.train.get_context().get_world_rank()
-    sources = _endless(ray.train.get_dataset_shard("source"), stage.batch_size, "source")
-    targets = (
-        _endless(ray.train.get_dataset_shard("target"), stage.batch_size, "target") if adapting else None
+    # Per rank and per (resumed) start, so no two workers and no restart replay the same order.
+    seed = (loop["seed"] * 1000 + rank) * 1000 + first_epoch
+    sources = _endless(
+        ray.train.get_dataset_shard("source"), stage.batch_size, "source", stage.shuffle_buffer, seed
     )
+    targets = None
+    if adapting:
+        shard = ray.train.get_dataset_shard("target")
+        targets = _endless(shard, stage.batch_size, "target", stage.shuffle_buffer, seed + 1)
     alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
     rng = np.random.default_rng([loop["seed"], rank, first_epoch])
     for epoch in range(first_epoch, stage.epochs):
