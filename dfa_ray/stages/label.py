@@ -28,11 +28,11 @@ import torch
 from dfa_ray import checkpoints, storage
 from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import ImageError, decode_resized
-from dfa_ray.data.records import dataset_files
 from dfa_ray.model import predict
 from dfa_ray.policy import select
 from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance
 from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.stages.read import read_parquet
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -105,10 +105,7 @@ def label_frames(
     """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files."""
     import ray
 
-    files = dataset_files(target_uri)
-    filesystem, _ = storage.resolve(files[0])
-    paths = [storage.resolve(f)[1] for f in files]
-    dataset = ray.data.read_parquet(paths, filesystem=filesystem, columns=["frame_id", "image"])
+    dataset = read_parquet(target_uri, ["frame_id", "image"])
     labeled = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
         PseudoLabeler,
         fn_constructor_kwargs={

@@ -30,6 +30,7 @@ from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
 from dfa_ray.model import PoseModel
 from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.stages.read import read_parquet
 from dfa_ray.training import Frames, TrainConfig, make_optimizer
 from dfa_ray.transforms import InvarianceRange, apply_invariance, sample_invariance
 
@@ -193,18 +194,11 @@ def train_loop(loop: dict) -> None:
 
 def read_source(uris: list[str]) -> Any:
     """One Ray dataset over every source dataset's files (a missing ``joints_valid`` reads as all valid)."""
-    import ray
-
     parts = []
     for uri in uris:
-        files = dataset_files(uri)
-        filesystem, _ = storage.resolve(files[0])
-        with storage.open_input(files[0]) as handle:
+        with storage.open_input(dataset_files(uri)[0]) as handle:
             names = pq.read_schema(handle).names
-        columns = [c for c in SOURCE_COLUMNS if c in names]
-        part = ray.data.read_parquet(
-            [storage.resolve(f)[1] for f in files], filesystem=filesystem, columns=columns
-        )
+        part = read_parquet(uri, [c for c in SOURCE_COLUMNS if c in names])
         if "joints_valid" not in names:
             part = part.map_batches(_all_valid, batch_format="numpy")
         parts.append(part)
@@ -222,10 +216,7 @@ def read_selected_target(target_uri: str, selected_uri: str, rows_per_block: int
     """The target frames the policy kept, each with its pseudo-label ``joints``, materialised."""
     import ray
 
-    files = dataset_files(target_uri)
-    filesystem, _ = storage.resolve(files[0])
-    paths = [storage.resolve(f)[1] for f in files]
-    dataset = ray.data.read_parquet(paths, filesystem=filesystem, columns=["frame_id", "image"])
+    dataset = read_parquet(target_uri, ["frame_id", "image"])
     selected = dataset.repartition(target_num_rows_per_block=rows_per_block).map_batches(
         AttachPseudoLabels,
         fn_constructor_kwargs={"selected_uri": selected_uri},
