@@ -85,7 +85,7 @@ def resolve_data(config: Config, log: Log) -> tuple[list[str], str, str]:
 
 
 def check_resume(run: RunDir, config: Config, resume: bool) -> None:
-    """A new run must not exist; a resumed one must have been started with the same config."""
+    """A new run must not exist (FileExistsError); a resumed one must have the same config (ConfigError)."""
     if not storage.exists(run.config):
         return
     if not resume:
@@ -95,7 +95,24 @@ def check_resume(run: RunDir, config: Config, resume: bool) -> None:
     saved = config_module.from_dict(config_module.load_yaml_text(storage.read_bytes(run.config).decode()))
     differ = config_module.differences(saved, config, ignore=("ray",))
     if differ:
-        raise ValueError(f"--resume with a config that differs from {run.config} in: {', '.join(differ)}")
+        raise config_module.ConfigError(
+            f"--resume with a config that differs from {run.config} in: {', '.join(differ)}"
+        )
+
+
+def open_run(config: Config, resume: bool) -> RunDir:
+    """The run's directory, checked against ``resume`` (see check_resume), with its config saved."""
+    run = RunDir(config.storage, config.run_name)
+    check_resume(run, config, resume)
+    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    return run
+
+
+def load_inputs(config: Config, log: Log) -> tuple[list[str], str, Frames]:
+    """Connect to Ray; the source and target URIs (rendered if synthetic and absent) and the test frames."""
+    connect(config.ray)
+    source, target, test_uri = resolve_data(config, log)
+    return source, target, load_frames(test_uri, config.model.input_size)
 
 
 def evaluation(model: PoseModel, test: Frames, stage: str, round_index: int) -> dict:
@@ -129,12 +146,8 @@ def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: 
 
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
     """Run (or resume) the whole method; returns the committed evaluations in order."""
-    run = RunDir(config.storage, config.run_name)
-    check_resume(run, config, resume)
-    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
-    connect(config.ray)
-    source, target, test_uri = resolve_data(config, log)
-    test = load_frames(test_uri, config.model.input_size)
+    run = open_run(config, resume)
+    source, target, test = load_inputs(config, log)
     done = run.committed_rounds()
     if done:
         log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
@@ -144,7 +157,7 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
 
     policy = config.policy_schedule
     for k in range(1, config.rounds + 1):
-        if k in run.committed_rounds():
+        if k in done:
             continue
         run.clear(k)
         previous = run.model(k - 1)

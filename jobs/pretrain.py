@@ -25,14 +25,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from dfa_ray import config as config_module
-from dfa_ray import storage
 from dfa_ray.cli import build_parser, exit_code, overrides
 from dfa_ray.config import Config, ConfigError, load_config
-from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import check_resume, connect, pretrain, resolve_data
+from dfa_ray.selftrain import load_inputs, open_run, pretrain
 from dfa_ray.storage import StorageError
-from dfa_ray.training import load_frames
 
 # A bad config (or a resume with another one), an existing run, unusable storage.
 _USAGE_ERRORS = (ConfigError, FileExistsError, StorageError)
@@ -46,18 +42,11 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:
 
 def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = print) -> dict | None:
     """Pretrain and commit stage 0 of ``config``'s run; returns its evaluation (None if already committed)."""
-    run = RunDir(config.storage, config.run_name)
-    try:
-        check_resume(run, config, resume)
-    except ValueError as exc:  # FileExistsError is not one: a resume with a different config
-        raise ConfigError(str(exc)) from None
-    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    run = open_run(config, resume)
     if run.is_committed(0):
         log(f"{run.stage(0)} is already committed; nothing to do")
         return None
-    connect(config.ray)
-    source, _, test_uri = resolve_data(config, log)
-    test = load_frames(test_uri, config.model.input_size)
+    source, _, test = load_inputs(config, log)
     result = pretrain(config, run, source, test, log)
     log(f"committed {run.model(0)}; continue with jobs/self_train.py --resume and the same config")
     return result

@@ -220,7 +220,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
         calls.append((stage, num_frames, storage_uri, init_checkpoint))
         return PoseModel(config.model), {"loss": 1.5}
 
-    monkeypatch.setattr(pretrain_job, "connect", lambda settings: None)
+    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
     monkeypatch.setattr(train, "read_source", lambda uris: FakeDataset())
     monkeypatch.setattr(train, "run_stage", fake_run_stage)
     sets = [f"--set={flag}" for flag in TINY_FLAGS]
