@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfa_ray.data.images import encode_image
+from dfa_ray.data.records import read_records
+from dfa_ray.data.schema import table_to_rows
 from dfa_ray.skeleton import BONES, PARENTS
 
 # Rest-pose offsets from each joint's parent, in mm (x right, y down, z forward), H36M-17 order.
@@ -131,3 +133,16 @@ def load_job(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# What the converter CLI tests compare against: each converter called directly with this crop.
+CLI_CROP = {"size": 64, "image_format": "png"}
+
+
+def assert_subcommand_writes(argv: list[str], out: str, expected: list[dict]) -> None:
+    """``prepare_data.py <argv>`` writes valid records equal to ``expected`` (converted with CLI_CROP)."""
+    prepare_data = load_job("prepare_data")
+    crop = ["--crop-size", str(CLI_CROP["size"]), "--image-format", CLI_CROP["image_format"]]
+    assert prepare_data.main([*argv, *crop, "--out", out]) == 0
+    assert prepare_data.main(["validate", "--decode", out]) == 0
+    assert_rows_equal(table_to_rows(read_records(out)), expected)

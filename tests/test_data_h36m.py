@@ -9,12 +9,8 @@ import pytest
 
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.h36m import convert_h36m, parse_sequence_name
-from dfa_ray.data.records import read_records
-from dfa_ray.data.schema import table_to_rows
 from dfa_ray.skeleton import JOINT_NAMES
-from tests.helpers import assert_rows_equal, load_job, project, random_poses
-
-prepare_data = load_job("prepare_data")
+from tests.helpers import CLI_CROP, assert_subcommand_writes, project, random_poses
 
 # The 32 joints of the raw Human3.6M skeleton (metadata.xml order, as MargiPose names them) and the
 # one each H36M-17 joint is; written out here so the test does not reuse the converter's index list.
@@ -168,9 +164,8 @@ def test_bad_arguments_and_missing_files(h36m_root, tmp_path):
 
 def test_prepare_data_subcommand_writes_the_converted_rows(tmp_path, h36m_root):
     root, _ = h36m_root
-    out = str(tmp_path / "records")
-    argv = ["h36m", "--root", str(root), "--split", "test", "--every", "2"]
-    assert prepare_data.main([*argv, "--crop-size", "64", "--image-format", "png", "--out", out]) == 0
-    assert prepare_data.main(["validate", "--decode", out]) == 0
-    expected = list(convert_h36m(root, "test", every=2, crop=CropSpec(64, image_format="png")))
-    assert_rows_equal(table_to_rows(read_records(out)), expected)
+    assert_subcommand_writes(
+        ["h36m", "--root", str(root), "--split", "test", "--every", "2"],
+        str(tmp_path / "records"),
+        list(convert_h36m(root, "test", every=2, crop=CropSpec(**CLI_CROP))),
+    )

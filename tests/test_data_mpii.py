@@ -9,12 +9,8 @@ import scipy.io
 
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.mpii import convert_mpii, nominal_intrinsics
-from dfa_ray.data.records import read_records
-from dfa_ray.data.schema import table_to_rows
 from dfa_ray.skeleton import JOINT_NAMES, MPII_JOINT_NAMES
-from tests.helpers import assert_rows_equal, load_job
-
-prepare_data = load_job("prepare_data")
+from tests.helpers import CLI_CROP, assert_subcommand_writes
 
 EMPTY = np.zeros((0, 0))  # what MATLAB stores for an unset struct field
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)
@@ -209,9 +205,8 @@ def test_bad_split_and_missing_files(mpii, tmp_path):
 
 def test_prepare_data_subcommand_writes_the_converted_rows(tmp_path, mpii):
     root, _, _ = mpii
-    out = str(tmp_path / "records")
-    argv = ["mpii", "--root", str(root)]
-    assert prepare_data.main([*argv, "--crop-size", "64", "--image-format", "png", "--out", out]) == 0
-    assert prepare_data.main(["validate", "--decode", out]) == 0
-    expected = list(convert_mpii(root, crop=CropSpec(64, image_format="png")))
-    assert_rows_equal(table_to_rows(read_records(out)), expected)
+    assert_subcommand_writes(
+        ["mpii", "--root", str(root)],
+        str(tmp_path / "records"),
+        list(convert_mpii(root, crop=CropSpec(**CLI_CROP))),
+    )

@@ -8,8 +8,6 @@ import pytest
 import scipy.io
 
 from dfa_ray.data.crop import CropSpec
-from dfa_ray.data.records import read_records
-from dfa_ray.data.schema import table_to_rows
 from dfa_ray.data.surreal import (
     INTRINSICS,
     R_WORLD_TO_CAMERA,
@@ -19,9 +17,7 @@ from dfa_ray.data.surreal import (
     world_to_camera_mm,
 )
 from dfa_ray.skeleton import JOINT_NAMES, SMPL_JOINT_NAMES, SMPL_TO_H36M
-from tests.helpers import assert_rows_equal, load_job, random_poses
-
-prepare_data = load_job("prepare_data")
+from tests.helpers import CLI_CROP, assert_subcommand_writes, random_poses
 
 H36M, SMPL = JOINT_NAMES.index, SMPL_JOINT_NAMES.index
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)
@@ -186,9 +182,8 @@ def test_inconsistent_camera_is_reported_with_the_file(surreal, tmp_path):
 
 def test_prepare_data_subcommand_writes_the_converted_rows(tmp_path, surreal):
     root, _ = surreal
-    out = str(tmp_path / "records")
-    argv = ["surreal", "--root", str(root), "--split", "train", "--runs", "0"]
-    assert prepare_data.main([*argv, "--crop-size", "64", "--image-format", "png", "--out", out]) == 0
-    assert prepare_data.main(["validate", "--decode", out]) == 0
-    expected = list(convert_surreal(root, "train", runs=[0], crop=CropSpec(64, image_format="png")))
-    assert_rows_equal(table_to_rows(read_records(out)), expected)
+    assert_subcommand_writes(
+        ["surreal", "--root", str(root), "--split", "train", "--runs", "0"],
+        str(tmp_path / "records"),
+        list(convert_surreal(root, "train", runs=[0], crop=CropSpec(**CLI_CROP))),
+    )
