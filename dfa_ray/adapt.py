@@ -28,6 +28,7 @@ from torch.func import functional_call
 from dfa_ray.heatmaps import Marginals, gaussian_marginals
 from dfa_ray.losses import heatmap_loss, loss_weights
 from dfa_ray.model import PoseModel, images_to_tensor
+from dfa_ray.transforms import InvarianceRange, apply_invariance, sample_invariance
 
 
 @dataclass
@@ -62,6 +63,31 @@ def make_batch(
         None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), device=device),
     )
     return Batch(images_to_tensor(images, device), gaussian_marginals(coords_t, heatmap_size, sigma), weights)
+
+
+def pseudo_label_batch(
+    images: np.ndarray,
+    joints: np.ndarray,
+    joint_confidence: np.ndarray,
+    heatmap_size: int,
+    sigma: float,
+    device: torch.device | str = "cpu",
+    invariance: tuple[np.random.Generator, InvarianceRange] | None = None,
+    weight_by_confidence: bool = True,
+) -> Batch:
+    """A target batch from uint8 images and their pseudo-labels (normalised joints ``(B, J, 3)``).
+
+    ``invariance`` (a generator and ranges) colour-transforms every image anew, so the encoder is
+    trained towards the ensemble's label rather than its own view of one fixed image; the label is
+    unchanged by a colour transform. ``weight_by_confidence`` weights each joint's loss by its
+    confidence, else every joint counts fully.
+    """
+    if invariance is not None:
+        rng, ranges = invariance
+        images = np.stack([apply_invariance(image, sample_invariance(rng, ranges)) for image in images])
+    weights = joint_confidence if weight_by_confidence else np.ones(joint_confidence.shape, np.float32)
+    n = len(images)
+    return make_batch(images, joints, weights, np.ones(n, bool), heatmap_size, sigma, device)
 
 
 @contextmanager
@@ -109,6 +135,25 @@ class DFANet(nn.Module):
         return Marginals(*(m[:n] for m in both)), Marginals(*(m[n:] for m in both))
 
 
+def autocast(device_type: str, enabled: bool) -> torch.autocast:
+    """Mixed precision when ``enabled``: float16 on CUDA, bfloat16 on CPU."""
+    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type, dtype=dtype, enabled=enabled)
+
+
+def backward_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+) -> None:
+    """Backpropagate ``loss`` and step ``optimizer`` (through ``scaler`` for float16 AMP)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_step(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -124,10 +169,8 @@ def train_step(
     ``net`` is a ``DFANet``, possibly wrapped in DDP. ``amp`` turns on autocast (float16 on CUDA,
     bfloat16 on CPU); pass a ``GradScaler`` for float16.
     """
-    device_type = source.images.device.type
-    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=dtype, enabled=amp):
+    with autocast(source.images.device.type, amp):
         logits_s, logits_t = net(source.images, None if target is None else target.images)
     loss_s = heatmap_loss(logits_s, source.targets, source.weights)
     loss = alpha * loss_s
@@ -135,11 +178,5 @@ def train_step(
     if target is not None:
         loss_t = heatmap_loss(logits_t, target.targets, target.weights)
         loss = loss + beta * loss_t
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    backward_step(loss, optimizer, scaler)
     return {"loss": loss.item(), "loss_source": loss_s.item(), "loss_target": loss_t.item()}

@@ -4,7 +4,8 @@
 the overrides (values parsed as YAML, so ``true``, ``3`` and ``[1, 2]`` have their types), and
 validates the result against these dataclasses: an unknown key or a wrong type is an error that
 names the key. ``to_yaml`` writes the resolved config, which every run stores next to its results.
-GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, ``*.amp``.
+GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, ``*.amp``,
+``experiments.trial_gpus``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from dfa_ray.dann import DANNConfig
 from dfa_ray.model import ModelConfig
 from dfa_ray.policy import Policy
 from dfa_ray.training import TrainConfig
@@ -93,6 +95,26 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentsConfig:
+    """``jobs/experiments.py``: the seeds, Table 2's policies and how each (method, seed) trial runs."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # Table 2's curriculum policies, each run with DFA; Table 1's self-training rows use ``policy``.
+    policies: tuple[str, ...] = ("60%,0%,60%", "80%,0%,80%", "100%,0%,100%", "60%,5%,99%")
+    dann: DANNConfig = DANNConfig()
+    examples: int = 6  # evenly spaced test frames drawn for the side-by-side skeleton figure
+    trial_cpus: float = 1.0  # Ray resources of one trial
+    trial_gpus: float = 0.0
+    threads: int = 1  # torch threads in a trial
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("experiments.seeds must name at least one seed")
+        for text in self.policies:
+            Policy.parse(text)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run: ``<storage>/<run_name>/`` holds its config, rounds, checkpoints and metrics."""
 
@@ -109,6 +131,7 @@ class Config:
     label: LabelConfig = LabelConfig()
     workers: WorkersConfig = WorkersConfig()
     ray: RayConfig = field(default_factory=RayConfig)
+    experiments: ExperimentsConfig = ExperimentsConfig()
 
     def __post_init__(self) -> None:
         Policy.parse(self.policy)  # fail at load time, not in round 1

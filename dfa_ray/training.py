@@ -5,20 +5,26 @@ Ray Train workers call ``fit`` on their shard; tests and benchmarks call it dire
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dfa_ray import heatmaps, metrics
-from dfa_ray.adapt import DFANet, make_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, make_batch, pseudo_label_batch, train_step
 from dfa_ray.data.images import decode_resized, image_size
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.model import PoseModel, predict
 from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.transforms import InvarianceRange
+
+if TYPE_CHECKING:  # config imports this module for TrainConfig
+    from dfa_ray.config import AdaptConfig
 
 
 @dataclass
@@ -104,6 +110,68 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
 
 
+@dataclass
+class PseudoLabeled:
+    """Target frames kept by the policy, with their ensemble pseudo-labels (normalised space)."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    joints: np.ndarray  # (N, 17, 3)
+    joint_confidence: np.ndarray  # (N, 17)
+
+    def __len__(self) -> int:
+        """Number of frames."""
+        return len(self.images)
+
+
+def index_batches(
+    num_frames: int, batch_size: int, rng: np.random.Generator, name: str
+) -> Iterator[np.ndarray]:
+    """Indices of full batches forever, in a fresh random order every pass."""
+    if num_frames < batch_size:
+        raise ValueError(f"{name} has {num_frames} frames, fewer than one batch of {batch_size}")
+    while True:
+        order = rng.permutation(num_frames)
+        for step in range(num_frames // batch_size):
+            yield order[step * batch_size : (step + 1) * batch_size]
+
+
+def frames_batch(frames: Frames, index: np.ndarray, model: PoseModel, sigma: float) -> Batch:
+    """The training batch of labeled ``frames`` at ``index`` (3D and 2D-only mixed)."""
+    return make_batch(
+        frames.images[index], frames.coords[index], frames.joint_valid[index], frames.has_3d[index],
+        model.config.heatmap_size, sigma, next(model.parameters()).device,
+    )  # fmt: skip
+
+
+def run_epochs(
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    step: Callable[[int], dict[str, float]],
+    images_per_step: int,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """``config.epochs`` epochs of ``step(global_step)`` under a one-cycle learning-rate schedule.
+
+    Returns one record per epoch: the mean of each term ``step`` returned, and images per second.
+    """
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    history = []
+    for epoch in range(config.epochs):
+        start, totals = time.perf_counter(), {}
+        for i in range(steps_per_epoch):
+            for key, value in step(epoch * steps_per_epoch + i).items():
+                totals[key] = totals.get(key, 0.0) + value / steps_per_epoch
+            schedule.step()
+        speed = steps_per_epoch * images_per_step / (time.perf_counter() - start)
+        history.append({"epoch": epoch + 1, **totals, "images_per_s": speed})
+        terms = "  ".join(f"{key} {value:.4f}" for key, value in totals.items())
+        log(f"epoch {epoch + 1}/{config.epochs}  {terms}  {speed:.0f} img/s")
+    return history
+
+
 def fit(
     model: PoseModel,
     source: Frames,
@@ -111,38 +179,56 @@ def fit(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Train on labeled frames (3D and 2D-only mixed) with a cosine learning-rate schedule."""
+    """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound."""
     rng = np.random.default_rng(seed)
-    device = next(model.parameters()).device
     net = DFANet(model)
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = max(1, len(source) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
-    history = []
-    for epoch in range(config.epochs):
-        start, order, losses = time.perf_counter(), rng.permutation(len(source)), []
-        for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            batch = make_batch(
-                source.images[idx], source.coords[idx], source.joint_valid[idx], source.has_3d[idx],
-                model.config.heatmap_size, config.sigma, device,
-            )  # fmt: skip
-            losses.append(train_step(net, optimizer, batch, amp=config.amp)["loss"])
-            schedule.step()
-        seconds = time.perf_counter() - start
-        loss, speed = float(np.mean(losses)), len(order) / seconds
-        history.append({"epoch": epoch + 1, "loss": loss, "images_per_s": speed})
-        log(f"epoch {epoch + 1}/{config.epochs}  loss {loss:.4f}  {speed:.0f} img/s")
-    return history
+    batches = index_batches(len(source), config.batch_size, rng, "the training set")
+
+    def step(_: int) -> dict[str, float]:
+        batch = frames_batch(source, next(batches), model, config.sigma)
+        return train_step(net, optimizer, batch, amp=config.amp)
+
+    return run_epochs(optimizer, config, len(source) // config.batch_size, step, config.batch_size, log)
 
 
-def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.ndarray:
-    """Predicted camera-frame joints (mm), given each frame's true root depth (MargiPose protocol)."""
-    coords = np.concatenate(
-        [predict(model, frames.images[i : i + batch_size])[0] for i in range(0, len(frames), batch_size)]
-    )
+def adapt_fit(
+    model: PoseModel,
+    source: Frames,
+    target: PseudoLabeled,
+    stage: AdaptConfig,
+    invariance: InvarianceRange,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """One round of adaptation: ``alpha * KL(source) + beta * KL(target pseudo-labels)``, DFA per ``stage``.
+
+    An epoch is one pass over the kept target frames, each step pairing a target batch with a
+    source batch, as the Ray Train stage does.
+    """
+    rng = np.random.default_rng(seed)
+    net = DFANet(model, dfa=stage.dfa)
+    optimizer = make_optimizer(model, stage)
+    sources = index_batches(len(source), stage.batch_size, rng, "the source set")
+    targets = index_batches(len(target), stage.batch_size, rng, "the kept target frames")
+    device = next(model.parameters()).device
+
+    def step(_: int) -> dict[str, float]:
+        t = next(targets)
+        target_batch = pseudo_label_batch(
+            target.images[t], target.joints[t], target.joint_confidence[t], model.config.heatmap_size,
+            stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
+            stage.weight_by_confidence,
+        )  # fmt: skip
+        source_batch = frames_batch(source, next(sources), model, stage.sigma)
+        return train_step(net, optimizer, source_batch, target_batch, stage.alpha, stage.beta, stage.amp)
+
+    steps = len(target) // stage.batch_size
+    return run_epochs(optimizer, stage, steps, step, 2 * stage.batch_size, log)
+
+
+def to_mm(frames: Frames, coords: np.ndarray) -> np.ndarray:
+    """Normalised joints of ``frames`` to camera-frame mm, given each frame's true root depth."""
     out = np.empty_like(coords, dtype=np.float64)
     for size in np.unique(frames.crop_size):
         rows = frames.crop_size == size
@@ -150,6 +236,14 @@ def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.nd
             coords[rows], frames.camera[rows], int(size), frames.joints_3d[rows, 0, 2]
         )
     return out
+
+
+def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.ndarray:
+    """Predicted camera-frame joints (mm), given each frame's true root depth (MargiPose protocol)."""
+    coords = np.concatenate(
+        [predict(model, frames.images[i : i + batch_size])[0] for i in range(0, len(frames), batch_size)]
+    )
+    return to_mm(frames, coords)
 
 
 def evaluate(model: PoseModel, frames: Frames, batch_size: int = 256) -> dict:
@@ -180,3 +274,12 @@ def subset_frames(frames: Frames, index: np.ndarray) -> Frames:
         joints_3d=frames.joints_3d[index],
         actions=[frames.actions[i] for i in index],
     )
+
+
+def concat_frames(parts: Sequence[Frames]) -> Frames:
+    """One ``Frames`` of several (e.g. every source dataset), in order."""
+    values = {}
+    for field in dataclasses.fields(Frames):
+        columns = [getattr(part, field.name) for part in parts]
+        values[field.name] = sum(columns, []) if isinstance(columns[0], list) else np.concatenate(columns)
+    return Frames(**values)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from dfa_ray import checkpoints, storage
-from dfa_ray.adapt import Batch, DFANet, make_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, make_batch, pseudo_label_batch, train_step
 from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
@@ -32,7 +32,7 @@ from dfa_ray.model import PoseModel
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
 from dfa_ray.training import Frames, TrainConfig, make_optimizer
-from dfa_ray.transforms import InvarianceRange, apply_invariance, sample_invariance
+from dfa_ray.transforms import InvarianceRange
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
 _STATE_FILE = "train_state.pt"
@@ -82,16 +82,12 @@ def target_batch(
     """A training batch from target frames joined with their pseudo-labels (normalised coordinates)."""
     size = model.config.input_size
     images = np.stack([decode_resized(d, size, f) for d, f in zip(batch["image"], batch["frame_id"])])
-    if stage.target_invariance:
-        images = np.stack([apply_invariance(image, sample_invariance(rng, invariance)) for image in images])
-    coords = np.stack([np.asarray(j, np.float32).reshape(NUM_JOINTS, 3) for j in batch["joints"]])
-    n = len(images)
-    weights = np.ones((n, NUM_JOINTS), np.float32)
-    if stage.weight_by_confidence:
-        weights = np.stack([np.asarray(c, np.float32) for c in batch["joint_confidence"]])
-    return make_batch(
-        images, coords, weights, np.ones(n, bool), model.config.heatmap_size, stage.sigma, device
-    )
+    joints = np.stack([np.asarray(j, np.float32).reshape(NUM_JOINTS, 3) for j in batch["joints"]])
+    confidence = np.stack([np.asarray(c, np.float32) for c in batch["joint_confidence"]])
+    return pseudo_label_batch(
+        images, joints, confidence, model.config.heatmap_size, stage.sigma, device,
+        (rng, invariance) if stage.target_invariance else None, stage.weight_by_confidence,
+    )  # fmt: skip
 
 
 class AttachPseudoLabels:

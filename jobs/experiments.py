@@ -1,0 +1,157 @@
+"""The paper's Table 1 (method comparison) and Table 2 (curriculum policies), mean ± std over seeds.
+
+    python jobs/experiments.py --config configs/experiments/bench.yaml     # the README's numbers
+    python jobs/experiments.py --config configs/experiments/smoke.yaml --storage /tmp/runs
+    ray job submit --working-dir . -- python jobs/experiments.py --config ... --storage s3://...
+
+Every (method, seed) trial is a Ray task with ``experiments.trial_cpus`` / ``trial_gpus``; the
+adapting methods of a seed start from that seed's "Only source" model (see ``dfa_ray.experiments``).
+Writes ``<storage>/<run>/``: ``config.yaml``, ``trials/<method>-seed<k>.json`` as each trial ends
+(and the pretrained models), ``results.json`` and ``tables.md``. ``--resume`` reuses finished trials.
+Then ``python jobs/report.py <storage>/<run>`` draws the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from dfa_ray import storage
+from dfa_ray.cli import build_parser, exit_code, overrides
+from dfa_ray.config import Config, ConfigError, load_config
+from dfa_ray.experiments import (
+    TABLE1,
+    TrialData,
+    adapt_trial,
+    adapting_methods,
+    markdown,
+    pretrain_trial,
+    table,
+    table2_methods,
+)
+from dfa_ray.rundir import RunDir
+from dfa_ray.selftrain import connect, open_run, resolve_data
+from dfa_ray.training import concat_frames, load_frames
+
+
+def _log(method: str, seed: int) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        print(f"[{method} seed {seed}] {line}", flush=True)
+
+    return log
+
+
+def _pretrain_task(method: str, seed: int, config: Config, data: TrialData) -> tuple[dict, bytes]:
+    torch.set_num_threads(config.experiments.threads)
+    return pretrain_trial(method, data, config, seed, _log(method, seed))
+
+
+def _adapt_task(method: str, seed: int, config: Config, data: TrialData, pretrained: bytes) -> dict:
+    torch.set_num_threads(config.experiments.threads)
+    return adapt_trial(method, data, config, seed, pretrained, _log(method, seed))
+
+
+def trial_uri(run: RunDir, method: str, seed: int, suffix: str = ".json") -> str:
+    """Where a trial's result (or, with ``.pt``, a pretrained model) is stored."""
+    key = re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
+    return storage.join(run.root, "trials", f"{key}-seed{seed}{suffix}")
+
+
+def run_experiments(config: Config, resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run (or finish) every trial, then write and return the tables."""
+    import ray
+
+    start = time.perf_counter()
+    run = open_run(config, resume)
+    connect(config.ray)
+    source, target, test = resolve_data(config, log)
+    size = config.model.input_size
+    frames = TrialData(
+        concat_frames([load_frames(uri, size) for uri in source]),
+        load_frames(target, size),
+        load_frames(test, size),
+    )
+    data = ray.put(frames)
+    resources = {"num_cpus": config.experiments.trial_cpus, "num_gpus": config.experiments.trial_gpus}
+    pretrain_remote = ray.remote(_pretrain_task).options(num_returns=2, **resources)
+    adapt_remote = ray.remote(_adapt_task).options(**resources)
+
+    results, pending = [], {}
+
+    def saved(method: str, seed: int) -> dict | None:
+        uri = trial_uri(run, method, seed)
+        return json.loads(storage.read_bytes(uri)) if resume and storage.exists(uri) else None
+
+    pretrained = {}
+    for seed in config.experiments.seeds:
+        result, model_uri = saved("only-source", seed), trial_uri(run, "only-source", seed, ".pt")
+        if result is not None and storage.exists(model_uri):
+            results.append(result)
+            pretrained[seed] = ray.put(storage.read_bytes(model_uri))
+        else:
+            ref, pretrained[seed] = pretrain_remote.remote("only-source", seed, config, data)
+            pending[ref] = ("only-source", seed, pretrained[seed])
+    later = [(m, s) for s in config.experiments.seeds for m in adapting_methods(config)]
+    later += [("only-target", s) for s in config.experiments.seeds]
+    for method, seed in later:
+        result = saved(method, seed)
+        if result is not None:
+            results.append(result)
+        elif method == "only-target":
+            ref, _ = pretrain_remote.remote(method, seed, config, data)
+            pending[ref] = (method, seed, None)
+        else:
+            pending[adapt_remote.remote(method, seed, config, data, pretrained[seed])] = (method, seed, None)
+
+    total = len(results) + len(pending)
+    log(f"{total} trials ({len(results)} already done), {config.experiments.trial_cpus} CPU each")
+    while pending:
+        [ref], _ = ray.wait(list(pending))
+        method, seed, model_ref = pending.pop(ref)
+        result = ray.get(ref)
+        storage.write_bytes(trial_uri(run, method, seed), json.dumps(result).encode())
+        if model_ref is not None:
+            storage.write_bytes(trial_uri(run, method, seed, ".pt"), ray.get(model_ref))
+        results.append(result)
+        final = result["rounds"][-1]
+        log(
+            f"trial {len(results)}/{total}: {method} seed {seed}  MPJPE {final['mpjpe']:.1f}  "
+            f"PA-MPJPE {final['pa_mpjpe']:.1f}  ({result['seconds']:.0f} s)"
+        )
+
+    summary = {
+        "table1": table(results, list(TABLE1), config),
+        "table2": table(results, table2_methods(config), config),
+        "wall_seconds": time.perf_counter() - start,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "data": {"source": source, "target": target, "test": test},
+        "trials": sorted(results, key=lambda r: (r["method"], r["seed"])),
+    }
+    storage.write_bytes(storage.join(run.root, "results.json"), json.dumps(summary, indent=1).encode())
+    text = markdown(summary["table1"], "Table 1") + "\n\n" + markdown(summary["table2"], "Table 2 policy")
+    storage.write_bytes(storage.join(run.root, "tables.md"), (text + "\n").encode())
+    log(text)
+    log(f"wrote {run.root}/results.json in {summary['wall_seconds'] / 60:.1f} min")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the experiments; exit 2 on a bad config or an existing run."""
+    args = build_parser("experiments", __doc__).parse_args(argv)
+
+    def body() -> None:
+        config = load_config(args.config, overrides(args))
+        run_experiments(config, resume=args.resume, log=lambda line: print(line, flush=True))
+
+    return exit_code(body, (ConfigError, FileExistsError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
