@@ -1,0 +1,121 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dfa_ray import checkpoints
+from dfa_ray.config import AdaptConfig, Config, ExperimentsConfig, LabelConfig, load_config
+from dfa_ray.data import synthetic
+from dfa_ray.experiments import adapting_methods, label_target, table, table2_methods, trial_method
+from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.stages.label import PseudoLabeler
+from dfa_ray.training import Frames, PseudoLabeled, adapt_fit
+from dfa_ray.transforms import InvarianceRange
+from tests.browser import image_sizes
+from tests.helpers import load_job
+
+TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
+SMOKE = "configs/experiments/smoke.yaml"
+
+
+def _trial(method, seed, mpjpe):
+    return {"method": method, "seed": seed, "rounds": [{"mpjpe": mpjpe, "pa_mpjpe": mpjpe / 2}]}
+
+
+def test_rows_report_mean_std_over_seeds_and_the_gap_closed_per_seed():
+    config = Config(experiments=ExperimentsConfig(seeds=(0, 1)))
+    results = [_trial("only-source", 0, 300), _trial("only-source", 1, 320)]
+    results += [_trial("only-target", 0, 200), _trial("only-target", 1, 200)]
+    results += [_trial("dfa", 0, 250), _trial("dfa", 1, 230)]
+    rows = {row["method"]: row for row in table(results, ["only-source", "dfa", "only-target"], config)}
+    dfa = rows["dfa"]
+    assert dfa["row"] == "Ours (DFA)" and dfa["seeds"] == [0, 1]
+    assert dfa["mpjpe"]["mean"] == 240 and dfa["mpjpe"]["std"] == pytest.approx(math.sqrt(200))
+    assert dfa["pa_mpjpe"]["mean"] == 120
+    assert dfa["gap_closed"]["values"] == [0.5, 0.75]  # (300-250)/(300-200), (320-230)/(320-200)
+    assert rows["only-source"]["gap_closed"]["mean"] == 0 and rows["only-target"]["gap_closed"]["mean"] == 1
+
+
+def test_table2_row_with_table1_policy_is_the_ours_trial_not_a_second_run():
+    config = Config(policy="60%,5%,99%")
+    assert "policy:(60%, 5%, 99%)" in table2_methods(config)
+    assert "policy:(60%, 5%, 99%)" not in adapting_methods(config)
+    assert trial_method(config, "policy:(60%, 5%, 99%)") == "dfa"
+    assert adapting_methods(config)[:3] == ["dann", "wo-dfa", "dfa"] and len(adapting_methods(config)) == 6
+
+
+def _frames(n, domain="synthetic-real"):
+    rows = list(synthetic.generate(domain, "train", n, crop_size=48))
+    return rows, Frames.from_rows(rows, TINY.input_size)
+
+
+def test_in_process_labels_equal_the_ray_stage_labels(tmp_path):
+    torch.manual_seed(0)
+    model = PoseModel(TINY)
+    path = str(tmp_path / "model.pt")
+    checkpoints.save(model, path)
+    rows, frames = _frames(10)
+    config = Config(model=TINY, label=LabelConfig(seed=3, batch_size=4))
+    ours = label_target(model, frames, config, seed=3, round_index=2)
+    batch = {
+        "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+    }
+    ray_stage = PseudoLabeler(path, 2, config.label, config.adapt.sigma)(batch)
+    np.testing.assert_allclose(ours.joints.reshape(10, -1), ray_stage["joints"], atol=1e-5)
+    np.testing.assert_allclose(ours.confidence, ray_stage["confidence"], atol=1e-5)
+
+
+def test_dfa_adaptation_with_only_the_target_term_leaves_the_decoder_untouched():
+    torch.manual_seed(0)
+    model = PoseModel(TINY)
+    _, source = _frames(16, "synthetic-source")
+    _, target = _frames(16)
+    labels = PseudoLabeled(target.images, np.nan_to_num(target.coords), np.ones((16, 17), np.float32))
+    decoder = {k: v.clone() for k, v in model.decoder.named_parameters()}
+    encoder = {k: v.clone() for k, v in model.encoder.named_parameters()}
+    stage = AdaptConfig(epochs=1, batch_size=8, alpha=0.0, beta=1.0, dfa=True)
+    adapt_fit(model, source, labels, stage, InvarianceRange(), log=lambda _: None)
+    assert all(torch.equal(decoder[k], v) for k, v in model.decoder.named_parameters())
+    assert any(not torch.equal(encoder[k], v) for k, v in model.encoder.named_parameters())
+
+
+def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys):
+    storage = str(tmp_path / "runs")
+    assert load_job("experiments").main(["--config", SMOKE, "--storage", storage]) == 0
+    config = load_config(SMOKE)
+    run = tmp_path / "runs" / config.run_name
+    results = json.loads((run / "results.json").read_text())
+    names = [row["row"] for row in results["table1"]]
+    assert names == ["Only source", "DANN", "w/o DFA", "Ours (DFA)", "Only target"]
+    assert [row["row"] for row in results["table2"]] == [
+        "(60%, 0%, 60%)", "(80%, 0%, 80%)", "(100%, 0%, 100%)", "(60%, 5%, 99%)",
+    ]  # fmt: skip
+    for row in results["table1"] + results["table2"]:
+        assert row["seeds"] == [0, 1, 2]
+        values = [
+            row["mpjpe"]["mean"],
+            row["mpjpe"]["std"],
+            row["pa_mpjpe"]["mean"],
+            row["gap_closed"]["mean"],
+        ]
+        assert all(math.isfinite(v) for v in values), row
+    trials = {(t["method"], t["seed"]): t for t in results["trials"]}
+    assert len(trials) == 3 * 8
+    dann = trials["dann", 0]["rounds"]
+    assert len(dann) == config.rounds + 1 and all(0 < r["training"]["loss_domain"] for r in dann[1:])
+    assert (run / "tables.md").read_text().count("Ours (DFA)") == 1
+
+    # A rerun with --resume reuses every finished trial and writes the same tables.
+    assert load_job("experiments").main(["--config", SMOKE, "--storage", storage, "--resume"]) == 0
+    assert "24 trials (24 already done)" in capsys.readouterr().out
+    rerun = json.loads((run / "results.json").read_text())
+    assert rerun["table1"] == results["table1"] and rerun["table2"] == results["table2"]
+
+    assert load_job("report").main([str(run)]) == 0
+    sizes = image_sizes(run / "report" / "index.html")
+    expected = {"rounds.png", "curriculum.png", "per_joint.png", "per_action.png", "skeletons.png"}
+    assert set(sizes) == expected
+    assert all(size is not None and min(size) > 100 for size in sizes.values()), sizes
