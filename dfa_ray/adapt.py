@@ -28,7 +28,13 @@ from torch.func import functional_call
 from dfa_ray.heatmaps import Marginals, gaussian_marginals
 from dfa_ray.losses import heatmap_loss, loss_weights
 from dfa_ray.model import PoseModel, images_to_tensor
-from dfa_ray.transforms import InvarianceRange, apply_invariance, sample_invariance
+from dfa_ray.transforms import (
+    EquivarianceRange,
+    InvarianceRange,
+    apply_invariance,
+    rigid_augment,
+    sample_invariance,
+)
 
 
 @dataclass
@@ -53,8 +59,15 @@ def make_batch(
     sigma: float,
     device: torch.device | str = "cpu",
     sample_weight: np.ndarray | None = None,
+    augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
 ) -> Batch:
-    """A batch from uint8 images and normalised joints ``(B, J, 3)`` (z unused where not ``has_3d``)."""
+    """A batch from uint8 images and normalised joints ``(B, J, 3)`` (z unused where not ``has_3d``).
+
+    ``augment`` (a generator and ranges) warps each image by a random rigid transform, its joints
+    with it (``transforms.rigid_augment``).
+    """
+    if augment is not None:
+        images, coords, joint_valid = rigid_augment(images, coords, joint_valid, *augment)
     coords_t = torch.as_tensor(np.asarray(coords, dtype=np.float32), device=device)
     coords_t = torch.where(torch.isfinite(coords_t), coords_t, torch.zeros_like(coords_t))
     weights = loss_weights(
@@ -74,20 +87,21 @@ def pseudo_label_batch(
     device: torch.device | str = "cpu",
     invariance: tuple[np.random.Generator, InvarianceRange] | None = None,
     weight_by_confidence: bool = True,
+    augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
 ) -> Batch:
     """A target batch from uint8 images and their pseudo-labels (normalised joints ``(B, J, 3)``).
 
     ``invariance`` (a generator and ranges) colour-transforms every image anew, so the encoder is
     trained towards the ensemble's label rather than its own view of one fixed image; the label is
     unchanged by a colour transform. ``weight_by_confidence`` weights each joint's loss by its
-    confidence, else every joint counts fully.
+    confidence, else every joint counts fully. ``augment`` as in ``make_batch``.
     """
     if invariance is not None:
         rng, ranges = invariance
         images = np.stack([apply_invariance(image, sample_invariance(rng, ranges)) for image in images])
     weights = joint_confidence if weight_by_confidence else np.ones(joint_confidence.shape, np.float32)
     n = len(images)
-    return make_batch(images, joints, weights, np.ones(n, bool), heatmap_size, sigma, device)
+    return make_batch(images, joints, weights, np.ones(n, bool), heatmap_size, sigma, device, augment=augment)
 
 
 @contextmanager

@@ -23,7 +23,9 @@ from torch import nn
 from dfa_ray.adapt import Batch, autocast, backward_step
 from dfa_ray.losses import heatmap_loss
 from dfa_ray.model import PoseModel, images_to_tensor
+from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.training import Frames, TrainConfig, frames_batch, index_batches, make_optimizer, run_epochs
+from dfa_ray.transforms import EquivarianceRange, rigid_augment
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,14 @@ def dann_fit(
     weight: float = DANNConfig.weight,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
     """Train ``net`` (model and discriminator) on labeled source and unlabeled target images.
 
     An epoch is one pass over the target images, as in adaptation. ``progress`` is the share of the
     whole DANN run this call covers, so training split into rounds keeps one reversal schedule.
+    With ``config.augment`` both domains get the same rigid augmentation, so the discriminator
+    cannot tell them apart by it.
     """
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(net, config)
@@ -140,11 +145,16 @@ def dann_fit(
     steps = len(target_images) // config.batch_size
     total = config.epochs * steps
     device = next(net.parameters()).device
+    augment = (rng, equivariance) if config.augment else None
 
     def step(i: int) -> dict[str, float]:
         coefficient = reversal_coefficient(progress[0] + (progress[1] - progress[0]) * i / total, weight)
-        batch = frames_batch(source, next(sources), net.model, config.sigma)
-        images = images_to_tensor(target_images[next(targets)], device)
+        batch = frames_batch(source, next(sources), net.model, config.sigma, augment)
+        images = target_images[next(targets)]
+        if augment is not None:
+            no_joints = np.zeros((len(images), NUM_JOINTS, 3))
+            images = rigid_augment(images, no_joints, no_joints[..., 0], *augment)[0]
+        images = images_to_tensor(images, device)
         return dann_step(net, optimizer, batch, images, coefficient, config.amp)
 
     return run_epochs(optimizer, config, steps, step, 2 * config.batch_size, log)

@@ -157,7 +157,10 @@ def self_train_rounds(
         selection = select(data.target.frame_ids, labels.confidence, fraction)
         kept = selection.mask
         target = PseudoLabeled(data.target.images[kept], labels.joints[kept], labels.joint_confidence[kept])
-        training = adapt_fit(model, data.source, target, stage, config.label.invariance, seed * 1000 + k, log)
+        training = adapt_fit(
+            model, data.source, target, stage, config.label.invariance, seed * 1000 + k, log,
+            config.label.equivariance,
+        )  # fmt: skip
         stats = selection_stats(labels, selection, fraction, data.target)
         history.append(_evaluate(model, data, k, selection=stats, training=training[-1]))
         log(f"round {k}: kept {stats['num_kept']} ({fraction:.0%})  MPJPE {history[-1]['mpjpe']:.1f} mm")
@@ -173,7 +176,7 @@ def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, lo
         progress = ((k - 1) / config.rounds, k / config.rounds)
         training = dann_fit(
             net, data.source, data.target.images, stage, progress, config.experiments.dann.weight,
-            seed * 1000 + k, log,
+            seed * 1000 + k, log, config.label.equivariance,
         )  # fmt: skip
         history.append(_evaluate(model, data, k, training=training[-1]))
         log(
@@ -197,7 +200,7 @@ def pretrain_trial(
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = PoseModel(config.model).to(device(config))
-    training = fit(model, frames, config.pretrain, seed, log)
+    training = fit(model, frames, config.pretrain, seed, log, config.label.equivariance)
     result = _result(
         method, seed, [_evaluate(model, data, 0, training=training[-1])], model, data, config, start
     )

@@ -21,7 +21,7 @@ from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.model import PoseModel, predict
 from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.transforms import InvarianceRange
+from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 
 if TYPE_CHECKING:  # config imports this module for TrainConfig
     from dfa_ray.config import AdaptConfig
@@ -94,6 +94,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     sigma: float = 1.0  # target Gaussian width in heatmap cells
     amp: bool = False
+    # Warp each training image by a random rigid transform from the equivariance view's ranges
+    # (``label.equivariance``), its labels with it: a model never trained on rotated, scaled or
+    # flipped crops makes that view of the ensemble far worse than the original one.
+    augment: bool = True
     # Rows each Ray Train worker shuffles across before batching, anew every pass: datasets stored in
     # video order (Human3.6M) would otherwise give batches of one subject and one action.
     shuffle_buffer: int = 1024
@@ -135,11 +139,17 @@ def index_batches(
             yield order[step * batch_size : (step + 1) * batch_size]
 
 
-def frames_batch(frames: Frames, index: np.ndarray, model: PoseModel, sigma: float) -> Batch:
+def frames_batch(
+    frames: Frames,
+    index: np.ndarray,
+    model: PoseModel,
+    sigma: float,
+    augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
+) -> Batch:
     """The training batch of labeled ``frames`` at ``index`` (3D and 2D-only mixed)."""
     return make_batch(
         frames.images[index], frames.coords[index], frames.joint_valid[index], frames.has_3d[index],
-        model.config.heatmap_size, sigma, next(model.parameters()).device,
+        model.config.heatmap_size, sigma, next(model.parameters()).device, augment=augment,
     )  # fmt: skip
 
 
@@ -178,15 +188,20 @@ def fit(
     config: TrainConfig,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
-    """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound."""
+    """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound.
+
+    ``equivariance`` are the ranges of the rigid augmentation (when ``config.augment``).
+    """
     rng = np.random.default_rng(seed)
     net = DFANet(model)
     optimizer = make_optimizer(model, config)
     batches = index_batches(len(source), config.batch_size, rng, "the training set")
+    augment = (rng, equivariance) if config.augment else None
 
     def step(_: int) -> dict[str, float]:
-        batch = frames_batch(source, next(batches), model, config.sigma)
+        batch = frames_batch(source, next(batches), model, config.sigma, augment)
         return train_step(net, optimizer, batch, amp=config.amp)
 
     return run_epochs(optimizer, config, len(source) // config.batch_size, step, config.batch_size, log)
@@ -200,6 +215,7 @@ def adapt_fit(
     invariance: InvarianceRange,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
     """One round of adaptation: ``alpha * KL(source) + beta * KL(target pseudo-labels)``, DFA per ``stage``.
 
@@ -212,15 +228,16 @@ def adapt_fit(
     sources = index_batches(len(source), stage.batch_size, rng, "the source set")
     targets = index_batches(len(target), stage.batch_size, rng, "the kept target frames")
     device = next(model.parameters()).device
+    augment = (rng, equivariance) if stage.augment else None
 
     def step(_: int) -> dict[str, float]:
         t = next(targets)
         target_batch = pseudo_label_batch(
             target.images[t], target.joints[t], target.joint_confidence[t], model.config.heatmap_size,
             stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
-            stage.weight_by_confidence,
+            stage.weight_by_confidence, augment,
         )  # fmt: skip
-        source_batch = frames_batch(source, next(sources), model, stage.sigma)
+        source_batch = frames_batch(source, next(sources), model, stage.sigma, augment)
         return train_step(net, optimizer, source_batch, target_batch, stage.alpha, stage.beta, stage.amp)
 
     steps = len(target) // stage.batch_size

@@ -175,6 +175,27 @@ def equivariance_inverse(coords: np.ndarray, p: EquivarianceParams) -> np.ndarra
     return out
 
 
+def rigid_augment(
+    images: np.ndarray,
+    coords: np.ndarray,
+    joint_weight: np.ndarray,
+    rng: np.random.Generator,
+    r: EquivarianceRange = EquivarianceRange(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training augmentation: each image warped by its own random rigid transform, labels moved with it.
+
+    Images ``(B, S, S, 3)``, normalised joints ``(B, J, 3)`` and per-joint weights ``(B, J)`` (a flip
+    swaps left and right, so the weights follow their joints). Training over the equivariance
+    view's ranges is what lets that view of Algorithm 1 agree with the original one.
+    """
+    params = [sample_equivariance(rng, r) for _ in range(len(images))]
+    images = np.stack([apply_equivariance(image, p) for image, p in zip(images, params)])
+    coords = np.stack([equivariance_forward(c, p) for c, p in zip(coords, params)])
+    flip = list(FLIP_PERMUTATION)
+    joint_weight = np.stack([w[flip] if p.flip else w for w, p in zip(np.asarray(joint_weight), params)])
+    return images, coords, joint_weight
+
+
 def mean_variance(variance: np.ndarray) -> np.ndarray:
     """Rotation-invariant spread ``(..., J)``: the mean of the per-axis variances ``(..., J, 3)``."""
     return np.asarray(variance).mean(axis=-1)

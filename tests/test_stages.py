@@ -137,14 +137,17 @@ def test_batches_from_ray_style_numpy_columns():
         "joints": np.zeros((4, 51), np.float32),
     }
     columns["joint_confidence"] = confidence
-    plain = AdaptConfig(target_invariance=False, weight_by_confidence=False)
+    plain = AdaptConfig(target_invariance=False, weight_by_confidence=False, augment=False)
     cpu = torch.device("cpu")
     target = target_batch(columns, model, plain, cpu, np.random.default_rng(0), InvarianceRange())
     assert target.images.shape == (4, 3, 32, 32) and target.targets.xy.shape == (4, 17, 8, 8)
     assert torch.all(target.weights == 1)
-    both = AdaptConfig(target_invariance=True, weight_by_confidence=True)
+    both = AdaptConfig(target_invariance=True, weight_by_confidence=True, augment=False)
     varied = target_batch(columns, model, both, cpu, np.random.default_rng(0), InvarianceRange())
     # The colour transform changes pixels, never the targets; weights follow the joint confidence.
     assert not torch.equal(varied.images, target.images)
     assert torch.equal(varied.targets.xy, target.targets.xy)
     np.testing.assert_allclose(varied.weights[0, :, 0].numpy(), confidence[0])
+    # The rigid augmentation moves images and targets together.
+    warped = target_batch(columns, model, AdaptConfig(), cpu, np.random.default_rng(0), InvarianceRange())
+    assert not torch.equal(warped.targets.xy, target.targets.xy)

@@ -106,3 +106,25 @@ def test_invariance_is_not_the_identity():
 def test_equivariance_rejects_non_square_images():
     with pytest.raises(ValueError, match="square crop"):
         tf.apply_equivariance(np.zeros((10, 12, 3), np.uint8), tf.EquivarianceParams())
+
+
+def test_rigid_augment_moves_labels_with_the_image_and_weights_with_their_joints():
+    rng = np.random.default_rng(5)
+    size = 64
+    # One bright pixel per joint: after the warp, each joint's pixel must sit where its label went.
+    coords = np.zeros((3, 17, 3))
+    coords[..., :2] = rng.uniform(-0.5, 0.5, (3, 17, 2))
+    coords[..., 2] = rng.uniform(-0.5, 0.5, (3, 17))
+    weights = np.tile(np.arange(17, dtype=np.float32), (3, 1))
+    images = np.zeros((3, size, size, 3), np.uint8)
+    pixels = np.round(hm.normalised_to_pixels(coords[..., :2], size)).astype(int)
+    for b in range(3):
+        images[b, pixels[b, 0, 1], pixels[b, 0, 0]] = 255  # the pelvis
+    ranges = tf.EquivarianceRange(flip_probability=1.0)
+    out_images, out_coords, out_weights = tf.rigid_augment(images, coords, weights, rng, ranges)
+    for b in range(3):
+        # Flipped: the weights were permuted exactly like the joints.
+        assert out_weights[b].tolist() == [float(i) for i in FLIP_PERMUTATION]
+        brightest = np.unravel_index(out_images[b, ..., 0].argmax(), (size, size))
+        expected = hm.normalised_to_pixels(out_coords[b, 0, :2], size)
+        assert np.abs(np.array(brightest[::-1]) - expected).max() <= 1.5

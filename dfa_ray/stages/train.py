@@ -32,7 +32,7 @@ from dfa_ray.model import PoseModel
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
 from dfa_ray.training import Frames, TrainConfig, make_optimizer
-from dfa_ray.transforms import InvarianceRange
+from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
 _STATE_FILE = "train_state.pt"
@@ -62,12 +62,18 @@ def _rows(batch: dict[str, np.ndarray]) -> list[dict]:
     return [{name: values[i] for name, values in batch.items()} for i in range(n)]
 
 
-def source_batch(batch: dict[str, np.ndarray], model: PoseModel, sigma: float, device: torch.device) -> Batch:
+def source_batch(
+    batch: dict[str, np.ndarray],
+    model: PoseModel,
+    sigma: float,
+    device: torch.device,
+    augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
+) -> Batch:
     """A training batch from a numpy batch of schema-v1 rows (3D and 2D-only mixed)."""
     frames = Frames.from_rows(_rows(batch), model.config.input_size)
     return make_batch(
         frames.images, frames.coords, frames.joint_valid, frames.has_3d,
-        model.config.heatmap_size, sigma, device,
+        model.config.heatmap_size, sigma, device, augment=augment,
     )  # fmt: skip
 
 
@@ -78,6 +84,7 @@ def target_batch(
     device: torch.device,
     rng: np.random.Generator,
     invariance: InvarianceRange,
+    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> Batch:
     """A training batch from target frames joined with their pseudo-labels (normalised coordinates)."""
     size = model.config.input_size
@@ -87,6 +94,7 @@ def target_batch(
     return pseudo_label_batch(
         images, joints, confidence, model.config.heatmap_size, stage.sigma, device,
         (rng, invariance) if stage.target_invariance else None, stage.weight_by_confidence,
+        (rng, equivariance) if stage.augment else None,
     )  # fmt: skip
 
 
@@ -158,13 +166,16 @@ def train_loop(loop: dict) -> None:
         targets = _endless(shard, stage.batch_size, "target", stage.shuffle_buffer, seed + 1)
     alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
     rng = np.random.default_rng([loop["seed"], rank, first_epoch])
+    augment = (rng, loop["equivariance"]) if stage.augment else None
     for epoch in range(first_epoch, stage.epochs):
         start, totals = time.perf_counter(), {"loss": 0.0, "loss_source": 0.0, "loss_target": 0.0}
         for _ in range(steps):
-            source = source_batch(next(sources), model, stage.sigma, device)
+            source = source_batch(next(sources), model, stage.sigma, device, augment)
             target = None
             if targets:
-                target = target_batch(next(targets), model, stage, device, rng, loop["invariance"])
+                target = target_batch(
+                    next(targets), model, stage, device, rng, loop["invariance"], loop["equivariance"]
+                )
             terms = train_step(net, optimizer, source, target, alpha, beta, stage.amp, scaler)
             schedule.step()
             for key in totals:
@@ -261,6 +272,7 @@ def run_stage(
             "init_checkpoint": init_checkpoint,
             "steps_per_epoch": num_frames // per_step,
             "invariance": config.label.invariance,
+            "equivariance": config.label.equivariance,
         },
         scaling_config=ScalingConfig(
             num_workers=workers.num_workers,
