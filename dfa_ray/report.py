@@ -152,13 +152,13 @@ def curriculum_figure(groups: Mapping[str, list[Mapping]], method: str = "dfa") 
 def breakdown_figure(groups: Mapping[str, list[Mapping]], key: str, title: str) -> bytes:
     """Grouped bars of final MPJPE per joint (``key="per_joint"``) or per action, Table 1's methods."""
     methods = [m for m in TABLE1 if m in groups]
-    names = list(groups[methods[0]][0]["rounds"][-1][key])
-    figure, ax = plt.subplots(figsize=(max(10, 0.7 * len(names) * len(methods) / 2), 4.5))
+    final = {m: [t["rounds"][-1][key] for t in groups[m]] for m in methods}
+    # The root joint's error is 0 by the root-relative protocol: a bar of nothing.
+    names = [n for n in final[methods[0]][0] if any(e[n]["mpjpe"] for m in methods for e in final[m])]
+    figure, ax = plt.subplots(figsize=(min(16, max(8, 0.18 * len(names) * len(methods))), 4.5))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
-        values = np.array(
-            [[t["rounds"][-1][key][n]["mpjpe"] or np.nan for n in names] for t in groups[method]]
-        )
+        values = np.array([[e[n]["mpjpe"] or np.nan for n in names] for e in final[method]])
         x = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
         ax.bar(
             x,
