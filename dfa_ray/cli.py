@@ -12,6 +12,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from dfa_ray.config import Config, ConfigError, load_config
+
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
     "source": "data.source",
@@ -76,3 +78,21 @@ def exit_code(run: Callable[[], object], usage_errors: tuple[type[BaseException]
     except usage_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def run_driver(
+    prog: str,
+    description: str,
+    argv: list[str] | None,
+    job: Callable[[Config, bool, Callable[[str], None]], object],
+) -> int:
+    """Parse the driver's flags, load the config they make and run ``job(config, resume, log)``,
+    printing log lines as they come; exit 2 on a bad config or an existing run (see ``exit_code``)."""
+
+    def body() -> object:
+        args = build_parser(prog, description).parse_args(argv)
+        return job(
+            load_config(args.config, overrides(args)), args.resume, lambda line: print(line, flush=True)
+        )
+
+    return exit_code(body, (ConfigError, FileExistsError))

@@ -46,7 +46,17 @@ class LocalRay:
     ) -> None:
         self.num_cpus = num_cpus
         self.start_timeout = start_timeout
-        self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
+        ports = free_ports(7)
+        self.gcs_port, self.dashboard_port, self.client_port = ports[:3]
+        # Ray's fixed defaults for these (agent 52365, ...) clash with any other Ray on the machine
+        # (a driver's ray.init, a second head): the head starts, but its job agent never does.
+        self.agent_ports = dict(
+            zip(
+                ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                 "runtime-env-agent-port"),
+                ports[3:],
+            )
+        )  # fmt: skip
         self.env = dict(os.environ)
         self.env.update(env or {})
         # The job's `python` is the first on the head's PATH: make it this interpreter's environment.
@@ -78,6 +88,7 @@ class LocalRay:
             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
             f"--ray-client-server-port={self.client_port}", "--disable-usage-stats",
+            *(f"--{flag}={port}" for flag, port in self.agent_ports.items()),
         ]  # fmt: skip
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")

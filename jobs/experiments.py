@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 
 from dfa_ray import storage
-from dfa_ray.cli import build_parser, exit_code, overrides
-from dfa_ray.config import Config, ConfigError, load_config
+from dfa_ray.cli import run_driver
+from dfa_ray.config import Config
 from dfa_ray.experiments import (
     TABLE1,
     TrialData,
@@ -144,13 +144,7 @@ def run_experiments(config: Config, resume: bool = False, log: Callable[[str], N
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiments; exit 2 on a bad config or an existing run."""
-    args = build_parser("experiments", __doc__).parse_args(argv)
-
-    def body() -> None:
-        config = load_config(args.config, overrides(args))
-        run_experiments(config, resume=args.resume, log=lambda line: print(line, flush=True))
-
-    return exit_code(body, (ConfigError, FileExistsError))
+    return run_driver("experiments", __doc__, argv, run_experiments)
 
 
 if __name__ == "__main__":

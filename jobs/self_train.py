@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from dfa_ray.cli import build_parser, exit_code, overrides
-from dfa_ray.config import ConfigError, load_config
+from dfa_ray.cli import run_driver
 from dfa_ray.selftrain import self_train
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the driver; exit 2 on a bad config or an existing run."""
-    args = build_parser("self_train", __doc__).parse_args(argv)
-
-    def run() -> None:
-        config = load_config(args.config, overrides(args))
-        self_train(config, resume=args.resume, log=lambda line: print(line, flush=True))
-
-    return exit_code(run, (ConfigError, FileExistsError))
+    return run_driver("self_train", __doc__, argv, self_train)
 
 
 if __name__ == "__main__":

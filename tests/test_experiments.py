@@ -82,7 +82,16 @@ def test_dfa_adaptation_with_only_the_target_term_leaves_the_decoder_untouched()
     assert any(not torch.equal(encoder[k], v) for k, v in model.encoder.named_parameters())
 
 
-def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys):
+@pytest.fixture
+def local_ray():
+    """The experiments job starts a private Ray in this process; stop it so later tests start clean."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys, local_ray):
     storage = str(tmp_path / "runs")
     assert load_job("experiments").main(["--config", SMOKE, "--storage", storage]) == 0
     config = load_config(SMOKE)
