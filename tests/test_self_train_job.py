@@ -78,6 +78,17 @@ def test_self_train_job_runs_every_stage(ray_head, storage_uri, s3):
     assert [(r["stage"], r["round"]) for r in records] == [("pretrain", 0), ("round", 1), ("round", 2)]
     assert all(r["num_frames"] == SMOKE.data.synthetic_test_frames and r["mpjpe"] > 0 for r in records)
     assert "round 2: MPJPE" in done.logs
+    _assert_no_secret(s3, done.logs, run)
+
+
+def _assert_no_secret(s3, logs: str, run: RunDir) -> None:
+    """The S3 secret appears in no output of the run: job logs, and every file the run wrote."""
+    secret = s3.env()["AWS_SECRET_ACCESS_KEY"].encode()
+    assert secret not in logs.encode()
+    files = storage.list_files(run.root, recursive=True)
+    assert len(files) > 10
+    leaking = [uri for uri in files if secret in storage.read_bytes(uri)]
+    assert not leaking, f"the S3 secret is written in {leaking}"
 
 
 def test_a_killed_driver_resumes_without_relabeling(ray_head, storage_uri, s3):
