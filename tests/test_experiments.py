@@ -8,10 +8,18 @@ import torch
 from dfa_ray import checkpoints
 from dfa_ray.config import AdaptConfig, Config, ExperimentsConfig, LabelConfig, load_config
 from dfa_ray.data import synthetic
-from dfa_ray.experiments import adapting_methods, label_target, table, table2_methods, trial_method
+from dfa_ray.experiments import (
+    TrialData,
+    adapting_methods,
+    label_target,
+    pretrain_trial,
+    table,
+    table2_methods,
+    trial_method,
+)
 from dfa_ray.model import ModelConfig, PoseModel
 from dfa_ray.stages.label import PseudoLabeler
-from dfa_ray.training import Frames, PseudoLabeled, adapt_fit
+from dfa_ray.training import Frames, PseudoLabeled, TrainConfig, adapt_fit
 from dfa_ray.transforms import InvarianceRange
 from tests.browser import image_sizes
 from tests.helpers import load_job
@@ -128,3 +136,17 @@ def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, 
     expected = {"rounds.png", "curriculum.png", "per_joint.png", "per_action.png", "skeletons.png"}
     assert set(sizes) == expected
     assert all(size is not None and min(size) > 100 for size in sizes.values()), sizes
+
+
+def test_only_source_accepts_2d_only_source_frames_and_only_target_needs_3d():
+    config = Config(model=TINY, pretrain=TrainConfig(epochs=1, batch_size=8, augment=False))
+    source_rows, _ = _frames(16, "synthetic-source")
+    mixed = [dict(r, joints_3d=None) if i % 2 else r for i, r in enumerate(source_rows)]
+    source = Frames.from_rows(mixed, TINY.input_size)
+    _, target = _frames(16)
+    data = TrialData(source, target, target)
+    result, _ = pretrain_trial("only-source", data, config, seed=0, log=lambda _: None)
+    assert math.isfinite(result["rounds"][0]["mpjpe"])
+    unlabeled = TrialData(source, source, target)
+    with pytest.raises(ValueError, match="8 lack them"):
+        pretrain_trial("only-target", unlabeled, config, seed=0, log=lambda _: None)
