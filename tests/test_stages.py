@@ -127,7 +127,7 @@ def test_batches_from_ray_style_numpy_columns():
         "camera": np.stack([r["camera"] for r in rows]),
         "joints_valid": np.ones((4, 17), np.uint8),
     }
-    source = source_batch(batch, model, 1.0, torch.device("cpu"))
+    source = source_batch(batch, model, 1.0)
     assert source.images.shape == (4, 3, 32, 32)
     assert source.weights[1, :, 1:].sum() == 0 and source.weights[0].min() > 0  # no depth target for 2D-only
     confidence = np.tile(np.linspace(0.1, 0.9, 17, dtype=np.float32), (4, 1))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from dfa_ray import checkpoints, storage
-from dfa_ray.adapt import Batch, DFANet, make_batch, pseudo_label_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, pseudo_label_batch, train_step
 from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
@@ -31,7 +31,7 @@ from dfa_ray.data.schema import REQUIRED_COLUMNS
 from dfa_ray.model import PoseModel
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
-from dfa_ray.training import Frames, TrainConfig, make_optimizer
+from dfa_ray.training import Frames, TrainConfig, frames_batch, make_optimizer
 from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
@@ -66,15 +66,11 @@ def source_batch(
     batch: dict[str, np.ndarray],
     model: PoseModel,
     sigma: float,
-    device: torch.device,
     augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
 ) -> Batch:
-    """A training batch from a numpy batch of schema-v1 rows (3D and 2D-only mixed)."""
+    """A training batch (on the model's device) from a numpy batch of schema-v1 rows."""
     frames = Frames.from_rows(_rows(batch), model.config.input_size)
-    return make_batch(
-        frames.images, frames.coords, frames.joint_valid, frames.has_3d,
-        model.config.heatmap_size, sigma, device, augment=augment,
-    )  # fmt: skip
+    return frames_batch(frames, np.arange(len(frames)), model, sigma, augment)
 
 
 def target_batch(
@@ -170,7 +166,7 @@ def train_loop(loop: dict) -> None:
     for epoch in range(first_epoch, stage.epochs):
         start, totals = time.perf_counter(), {"loss": 0.0, "loss_source": 0.0, "loss_target": 0.0}
         for _ in range(steps):
-            source = source_batch(next(sources), model, stage.sigma, device, augment)
+            source = source_batch(next(sources), model, stage.sigma, augment)
             target = None
             if targets:
                 target = target_batch(
