@@ -279,6 +279,7 @@ def table(results: list[dict], methods: list[str], config: Config) -> list[dict]
         rows.append(
             {
                 "method": method,
+                "trial": trial,
                 "row": row_name(method),
                 "seeds": seeds,
                 "mpjpe": _mean_std(mpjpe),

@@ -280,10 +280,8 @@ def write_report(
     results: Mapping, images: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], out: str
 ) -> str:
     """Write the figures and ``index.html`` under ``out``; returns the page's URI."""
-    methods = {trial["method"] for trial in results["trials"]}
-    # Table 2's row with Table 1's policy is the "Ours (DFA)" trial (see experiments.trial_method).
-    policies = [row["method"] if row["method"] in methods else "dfa" for row in results["table2"]]
-    groups = by_method(results["trials"], [row["method"] for row in results["table1"]] + policies)
+    policies = [row["trial"] for row in results["table2"]]
+    groups = by_method(results["trials"], [row["trial"] for row in results["table1"]] + policies)
     figures = {
         "rounds.png": rounds_figure(groups, policies),
         "curriculum.png": curriculum_figure(groups),

@@ -39,7 +39,7 @@ def test_rows_report_mean_std_over_seeds_and_the_gap_closed_per_seed():
     results += [_trial("dfa", 0, 250), _trial("dfa", 1, 230)]
     rows = {row["method"]: row for row in table(results, ["only-source", "dfa", "only-target"], config)}
     dfa = rows["dfa"]
-    assert dfa["row"] == "Ours (DFA)" and dfa["seeds"] == [0, 1]
+    assert dfa["row"] == "Ours (DFA)" and dfa["trial"] == "dfa" and dfa["seeds"] == [0, 1]
     assert dfa["mpjpe"]["mean"] == 240 and dfa["mpjpe"]["std"] == pytest.approx(math.sqrt(200))
     assert dfa["pa_mpjpe"]["mean"] == 120
     assert dfa["gap_closed"]["values"] == [0.5, 0.75]  # (300-250)/(300-200), (320-230)/(320-200)
