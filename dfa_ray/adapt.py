@@ -155,6 +155,11 @@ def autocast(device_type: str, enabled: bool) -> torch.autocast:
     return torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
 
+def grad_scaler(amp: bool, device: torch.device) -> torch.amp.GradScaler | None:
+    """The loss scaler float16 AMP needs (CUDA); None where autocast uses bfloat16 or is off."""
+    return torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+
+
 def backward_step(
     loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
 ) -> None:

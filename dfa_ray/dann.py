@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfa_ray.adapt import Batch, autocast, backward_step
+from dfa_ray.adapt import Batch, autocast, backward_step, grad_scaler
 from dfa_ray.losses import heatmap_loss
 from dfa_ray.model import PoseModel, images_to_tensor
 from dfa_ray.skeleton import NUM_JOINTS
@@ -96,11 +96,13 @@ def dann_step(
     target_images: torch.Tensor,
     coefficient: float,
     amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One step on ``KL(source) + BCE(domain)``, the domain term reversed into the encoder.
 
-    Returns the pose loss, the discriminator's loss and its accuracy on this batch (0.5 means the
-    features no longer tell the domains apart).
+    Pass a ``GradScaler`` for float16 AMP (``adapt.grad_scaler``). Returns the pose loss, the
+    discriminator's loss and its accuracy on this batch (0.5 means the features no longer tell
+    the domains apart).
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(source.images.device.type, amp):
@@ -110,7 +112,7 @@ def dann_step(
     loss_domain = F.binary_cross_entropy_with_logits(domain.float(), labels)
     # The reversal layer already flips the domain gradient for the encoder; adding the terms trains
     # the discriminator to separate the domains and the encoder to confuse it.
-    backward_step(loss_pose + loss_domain, optimizer)
+    backward_step(loss_pose + loss_domain, optimizer, scaler)
     accuracy = ((domain > 0).float() == labels).float().mean()
     return {
         "loss": loss_pose.item(),
@@ -146,6 +148,7 @@ def dann_fit(
     total = config.epochs * steps
     device = next(net.parameters()).device
     augment = (rng, equivariance) if config.augment else None
+    scaler = grad_scaler(config.amp, device)
 
     def step(i: int) -> dict[str, float]:
         coefficient = reversal_coefficient(progress[0] + (progress[1] - progress[0]) * i / total, weight)
@@ -155,6 +158,6 @@ def dann_fit(
             no_joints = np.zeros((len(images), NUM_JOINTS, 3))
             images = rigid_augment(images, no_joints, no_joints[..., 0], *augment)[0]
         images = images_to_tensor(images, device)
-        return dann_step(net, optimizer, batch, images, coefficient, config.amp)
+        return dann_step(net, optimizer, batch, images, coefficient, config.amp, scaler)
 
     return run_epochs(optimizer, config, steps, step, 2 * config.batch_size, log)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dfa_ray import heatmaps, metrics
-from dfa_ray.adapt import Batch, DFANet, make_batch, pseudo_label_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
 from dfa_ray.data.images import decode_resized, image_size
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
@@ -199,10 +199,11 @@ def fit(
     optimizer = make_optimizer(model, config)
     batches = index_batches(len(source), config.batch_size, rng, "the training set")
     augment = (rng, equivariance) if config.augment else None
+    scaler = grad_scaler(config.amp, next(model.parameters()).device)
 
     def step(_: int) -> dict[str, float]:
         batch = frames_batch(source, next(batches), model, config.sigma, augment)
-        return train_step(net, optimizer, batch, amp=config.amp)
+        return train_step(net, optimizer, batch, amp=config.amp, scaler=scaler)
 
     return run_epochs(optimizer, config, len(source) // config.batch_size, step, config.batch_size, log)
 
@@ -229,6 +230,7 @@ def adapt_fit(
     targets = index_batches(len(target), stage.batch_size, rng, "the kept target frames")
     device = next(model.parameters()).device
     augment = (rng, equivariance) if stage.augment else None
+    scaler = grad_scaler(stage.amp, device)
 
     def step(_: int) -> dict[str, float]:
         t = next(targets)
@@ -238,7 +240,9 @@ def adapt_fit(
             stage.weight_by_confidence, augment,
         )  # fmt: skip
         source_batch = frames_batch(source, next(sources), model, stage.sigma, augment)
-        return train_step(net, optimizer, source_batch, target_batch, stage.alpha, stage.beta, stage.amp)
+        return train_step(
+            net, optimizer, source_batch, target_batch, stage.alpha, stage.beta, stage.amp, scaler
+        )
 
     steps = len(target) // stage.batch_size
     return run_epochs(optimizer, stage, steps, step, 2 * stage.batch_size, log)

@@ -1,8 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from dfa_ray.adapt import DFANet, frozen_decode, make_batch, train_step
+from dfa_ray.adapt import DFANet, frozen_decode, grad_scaler, make_batch, train_step
 from dfa_ray.heatmaps import gaussian_marginals
 from dfa_ray.losses import heatmap_loss
 from dfa_ray.model import ModelConfig, PoseModel
@@ -111,3 +113,12 @@ def test_make_batch_targets_weights_and_2d_only_rows():
     assert torch.isfinite(b.targets.zy).all()
     assert b.weights[0, 4].sum() == 0 and b.weights[0, 3].tolist() == [1, 1, 1]
     assert b.weights[1, 3].tolist() == [1, 0, 0]
+
+
+def test_only_float16_amp_on_cuda_gets_a_loss_scaler():
+    # bfloat16 (CPU autocast) has float32's range and needs none; every training loop asks here.
+    assert grad_scaler(True, torch.device("cpu")) is None
+    assert grad_scaler(False, torch.device("cuda")) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without a GPU torch warns that the scaler disables itself
+        assert isinstance(grad_scaler(True, torch.device("cuda")), torch.amp.GradScaler)

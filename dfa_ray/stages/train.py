@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from dfa_ray import checkpoints, storage
-from dfa_ray.adapt import Batch, DFANet, pseudo_label_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, grad_scaler, pseudo_label_batch, train_step
 from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
@@ -138,7 +138,7 @@ def train_loop(loop: dict) -> None:
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, stage.lr, total_steps=stage.epochs * steps, pct_start=0.15
     )
-    scaler = torch.amp.GradScaler("cuda") if stage.amp and device.type == "cuda" else None
+    scaler = grad_scaler(stage.amp, device)
 
     first_epoch = 0
     resume = ray.train.get_checkpoint()
