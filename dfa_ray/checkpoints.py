@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import pickle
 from typing import Any
 
 import torch
@@ -37,6 +38,11 @@ def from_bytes(data: bytes, source: str = "checkpoint") -> tuple[PoseModel, dict
         )
         model = PoseModel(config)
         model.load_state_dict(payload["state_dict"])
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run code from the file.
+        raise ValueError(
+            f"{source} is not a dfa-ray model checkpoint: it is not a torch file of plain tensors"
+        ) from None
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
         raise ValueError(f"{source} is not a dfa-ray model checkpoint: {exc}") from None
     return model, payload.get("info", {})

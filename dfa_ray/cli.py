@@ -13,6 +13,21 @@ import sys
 from collections.abc import Callable
 
 from dfa_ray.config import Config, ConfigError, load_config
+from dfa_ray.data.schema import RecordError
+from dfa_ray.data.validation import InputError
+from dfa_ray.storage import StorageError
+
+# What a driver reports in one line (exit 2) rather than a traceback: a bad config or a resume with
+# another one, an existing run, an unusable input (a dataset, a checkpoint, too many unlabelable
+# frames) and storage that cannot be used (a missing bucket, an unwritable directory). Each message
+# names the key, run or URI at fault.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    FileExistsError,
+    InputError,
+    RecordError,
+    StorageError,
+)
 
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
@@ -87,7 +102,7 @@ def run_driver(
     job: Callable[[Config, bool, Callable[[str], None]], object],
 ) -> int:
     """Parse the driver's flags, load the config they make and run ``job(config, resume, log)``,
-    printing log lines as they come; exit 2 on a bad config or an existing run (see ``exit_code``)."""
+    printing log lines as they come; exit 2 with one ``error:`` line on any of DRIVER_ERRORS."""
 
     def body() -> object:
         args = build_parser(prog, description).parse_args(argv)
@@ -95,4 +110,4 @@ def run_driver(
             load_config(args.config, overrides(args)), args.resume, lambda line: print(line, flush=True)
         )
 
-    return exit_code(body, (ConfigError, FileExistsError))
+    return exit_code(body, DRIVER_ERRORS)

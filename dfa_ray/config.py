@@ -11,6 +11,7 @@ GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, `
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ class ConfigError(ValueError):
     """A config file or override is malformed; the message names the key."""
 
 
+# run_name is a storage key component (<storage>/<run_name>/...): no "/", no "..", nothing absolute.
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where frames come from. Empty/None means the embedded synthetic benchmark, generated if absent."""
@@ -43,6 +48,12 @@ class DataConfig:
     synthetic_test_frames: int = 1000
     synthetic_seed: int = 0
     synthetic_crop_size: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"):
+            # An empty split would only fail later, inside a stage, as a dataset without rows.
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,15 @@ class LabelConfig:
     seed: int = 0  # view sampling is a function of (seed, round, frame_id): reruns give equal labels
     invariance: InvarianceRange = InvarianceRange()
     equivariance: EquivarianceRange = EquivarianceRange()
+    # A frame the labeler cannot use (an undecodable image) is skipped, counted and reported by
+    # frame_id. A few such frames are normal in real footage; more than this fraction of a round's
+    # frames points at a broken dataset or decoder, and training on the rest would quietly shift
+    # the target set, so the round fails instead.
+    max_error_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_error_fraction <= 1.0:  # NaN fails this too
+            raise ValueError(f"label.max_error_fraction must be in [0, 1], got {self.max_error_fraction}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,15 @@ class Config:
     experiments: ExperimentsConfig = ExperimentsConfig()
 
     def __post_init__(self) -> None:
-        Policy.parse(self.policy)  # fail at load time, not in round 1
+        if not isinstance(self.run_name, str) or not _RUN_NAME.fullmatch(self.run_name):
+            raise ValueError(
+                "run_name must be 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit "
+                f"(it names the run's folder in storage), got {self.run_name!r}"
+            )
+        try:
+            Policy.parse(self.policy)  # fail at load time, not in round 1
+        except ValueError as exc:
+            raise ValueError(f"policy {self.policy!r}: {exc}") from None
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
 

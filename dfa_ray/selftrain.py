@@ -15,13 +15,18 @@ from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
 from dfa_ray.config import Config, DataConfig, RayConfig
 from dfa_ray.data import synthetic
-from dfa_ray.data.records import write_records
+from dfa_ray.data.records import check_frame_ids, write_records
+from dfa_ray.data.validation import InputError
 from dfa_ray.model import PoseModel
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label, train
 from dfa_ray.training import Frames, evaluate, load_frames
 
 Log = Callable[[str], None]
+
+# Keys a resumed run may change: raising the failed-frame limit after a round failed on it is how
+# that round is continued, and the limit changes no committed output.
+RESUMABLE_KEYS = ("label.max_error_fraction",)
 
 
 def connect(settings: RayConfig) -> None:
@@ -93,18 +98,45 @@ def check_resume(run: RunDir, config: Config, resume: bool) -> None:
             f"run {run.root} exists; pass --resume to continue it, or choose another --run-name"
         )
     saved = config_module.from_dict(config_module.load_yaml_text(storage.read_bytes(run.config).decode()))
-    differ = config_module.differences(saved, config, ignore=("ray",))
+    differ = [k for k in config_module.differences(saved, config, ignore=("ray",)) if k not in RESUMABLE_KEYS]
     if differ:
         raise config_module.ConfigError(
             f"--resume with a config that differs from {run.config} in: {', '.join(differ)}"
         )
 
 
+def check_inputs(config: Config) -> None:
+    """Check the configured inputs before any stage starts (before Ray, too), naming the bad one.
+
+    ``init_checkpoint`` must exist (InputError). Every dataset given in ``data`` must have rows, be
+    schema v1 and have unique frame_ids (``check_frame_ids``, which reads the frame_id column
+    alone): a repeated target frame would otherwise be labeled twice and fail the round only after
+    the whole label stage. Synthetic datasets are rendered by ``resolve_data`` and need no check.
+    """
+    if config.init_checkpoint:
+        path = checkpoints.checkpoint_file(config.init_checkpoint)
+        if not storage.is_file(path):
+            raise InputError(f"init_checkpoint {config.init_checkpoint}: {path} does not exist")
+    data = config.data
+    for uri in (*data.source, data.target, data.test):
+        if uri:
+            check_frame_ids(uri)
+
+
 def open_run(config: Config, resume: bool) -> RunDir:
-    """The run's directory, checked against ``resume`` (see check_resume), with its config saved."""
+    """The run's directory, checked against ``resume`` (see check_resume), with its config saved.
+
+    The storage and the inputs are checked first (storage.check_bucket, check_inputs): a bad one fails
+    the run before anything is written, so fixing it needs no ``--resume`` or new run name.
+    """
+    storage.check_bucket(config.storage)
     run = RunDir(config.storage, config.run_name)
     check_resume(run, config, resume)
-    storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    check_inputs(config)
+    try:
+        storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+    except storage.StorageError as exc:
+        raise storage.StorageError(f"storage {config.storage} is not writable: {exc}") from None
     return run
 
 
@@ -164,7 +196,9 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
         fraction = policy.fraction(k - 1)
         start = time.perf_counter()
         label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
-        selection = label.select_labels(run.labels(k), run.selected(k), fraction)
+        selection = label.select_labels(
+            run.labels(k), run.selected(k), fraction, config.label.max_error_fraction
+        )
         log(
             f"round {k}: labeled {selection['num_frames']} frames in {time.perf_counter() - start:.0f} s, "
             f"kept {selection['num_kept']} ({fraction:.0%}), threshold {selection['threshold']}"

@@ -7,6 +7,9 @@ the standard AWS environment variables:
 - ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` (optional)
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (``us-east-1`` when an endpoint is given without one)
 - ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: ``http://host:port`` selects plain HTTP
+- ``AWS_MAX_ATTEMPTS`` (default 10): tries per request, with exponential backoff between them. It
+  bounds how long a job waits out an unreachable store before failing with a StorageError that
+  names the URI (measured with the store down: ~70 s at 10, ~1 s at 2).
 
 Without an access key pyarrow falls back to its own credential chain (config files, instance
 metadata). Credentials never appear in exceptions, logs or reprs: every storage failure is re-raised
@@ -29,6 +32,7 @@ import pyarrow.fs as pafs
 
 S3_SCHEME = "s3://"
 _DEFAULT_REGION = "us-east-1"
+DEFAULT_MAX_ATTEMPTS = 10
 
 
 class StorageError(OSError):
@@ -45,6 +49,7 @@ class S3Settings:
     region: str | None = None
     endpoint: str | None = None  # host:port, no scheme
     scheme: str = "https"
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -61,6 +66,9 @@ class S3Settings:
         if region is None and endpoint is not None:
             # A custom endpoint has no region to discover; asking AWS for one would just time out.
             region = _DEFAULT_REGION
+        attempts = env.get("AWS_MAX_ATTEMPTS") or str(DEFAULT_MAX_ATTEMPTS)
+        if not attempts.isdigit() or int(attempts) < 1:
+            raise StorageError(f"AWS_MAX_ATTEMPTS={attempts!r} must be a whole number >= 1")
         return cls(
             access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -68,6 +76,7 @@ class S3Settings:
             region=region,
             endpoint=endpoint,
             scheme=scheme,
+            max_attempts=int(attempts),
         )
 
     @property
@@ -129,7 +138,7 @@ def _s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
         connect_timeout=5.0,
         request_timeout=60.0,
         # S3-compatible stores answer 503/SlowDown under load; retry with backoff rather than fail a job.
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
     )
 
 
@@ -167,8 +176,10 @@ def storage_errors(uri: str | os.PathLike, action: str) -> Iterator[None]:
         raise
     except (OSError, pa.ArrowException) as exc:
         settings = S3Settings.from_env() if is_s3(uri) else S3Settings()
+        # A Ray task's error carries the remote traceback; its last line is the error itself.
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         # `from None`: the original exception text is already carried (scrubbed) in our message.
-        raise StorageError(f"could not {action} {uri}: {settings.scrub(str(exc))}") from None
+        raise StorageError(f"could not {action} {uri}: {settings.scrub(reason)}") from None
 
 
 def exists(uri: str | os.PathLike) -> bool:
@@ -269,6 +280,24 @@ def list_files(uri: str | os.PathLike, suffix: str = "", recursive: bool = False
         for info in infos
         if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
     )
+
+
+def check_bucket(uri: str | os.PathLike) -> None:
+    """Raise StorageError naming ``uri`` when it is on S3 and its bucket does not exist.
+
+    Some S3 servers (SeaweedFS) create a missing bucket on the first write, so a misspelt bucket
+    would quietly become a new one. A bucket that cannot be looked at (no permission for HeadBucket)
+    passes: the first write is the real test of access. Local paths pass (directories are created).
+    """
+    if not is_s3(uri):
+        return
+    bucket = S3_SCHEME + split_s3(str(uri))[0]
+    try:
+        if exists(bucket):
+            return
+    except StorageError:
+        return
+    raise StorageError(f"storage {uri}: bucket {bucket} does not exist; create it first")
 
 
 def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, max_attempts: int = 3) -> Any:

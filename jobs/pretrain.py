@@ -17,7 +17,8 @@ An existing run is refused unless ``--resume`` is given; with it, a run whose pr
 committed is left alone, and an interrupted one is pretrained again from scratch.
 
 Exit codes: 0 success (or pretraining already committed); 2 a bad config, an existing run, a resume
-with a different config, or unusable storage, with a one-line error on stderr.
+with a different config, an unusable input (dataset, checkpoint) or unusable storage, with a
+one-line error on stderr.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from dfa_ray.cli import build_parser, exit_code, overrides
-from dfa_ray.config import Config, ConfigError, load_config
+from dfa_ray.cli import DRIVER_ERRORS, build_parser, exit_code, overrides
+from dfa_ray.config import Config, load_config
 from dfa_ray.selftrain import load_inputs, open_run, pretrain
-from dfa_ray.storage import StorageError
-
-# A bad config (or a resume with another one), an existing run, unusable storage.
-_USAGE_ERRORS = (ConfigError, FileExistsError, StorageError)
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:
@@ -53,13 +50,13 @@ def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = prin
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the pretraining stage; exit 2 on a bad config, an existing run or unusable storage."""
+    """Run the pretraining stage; exit 2 on a bad config, an existing run, an unusable input or storage."""
 
     def run() -> None:
         config, resume = parse_config(argv)
         run_pretrain(config, resume, log=lambda line: print(line, flush=True))
 
-    return exit_code(run, _USAGE_ERRORS)
+    return exit_code(run, DRIVER_ERRORS)
 
 
 if __name__ == "__main__":

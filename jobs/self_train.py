@@ -17,7 +17,8 @@ from dfa_ray.selftrain import self_train
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the driver; exit 2 on a bad config or an existing run."""
+    """Run the driver; exit 2 with one ``error:`` line on a bad config, an existing run, or an unusable
+    input or storage (``dfa_ray.cli.DRIVER_ERRORS``)."""
     return run_driver("self_train", __doc__, argv, self_train)
 
 

@@ -83,9 +83,10 @@ def test_selection_is_global_exact_and_skips_failed_frames(tmp_path):
     errors = [None] * 10
     errors[0] = "frame f000: image is truncated"  # the most confident frame cannot be used
     _write_labels(tmp_path / "labels", confidences, errors)
-    stats = select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5)
+    stats = select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5, 0.1)
     kept = read_labels(str(tmp_path / "selected.parquet"))
     assert stats["num_frames"] == 10 and stats["num_failed"] == 1
+    assert stats["failed_frames"] == [{"frame_id": "f000", "error": errors[0]}]
     assert stats["num_kept"] == num_kept(9, 0.5) == kept.num_rows == 4
     assert kept.column("frame_id").to_pylist() == ["f001", "f002", "f003", "f004"]
     assert stats["threshold"] == pytest.approx(confidences[4])
@@ -96,12 +97,12 @@ def test_selection_refuses_a_frame_labeled_twice(tmp_path):
     _write_labels(tmp_path / "labels", [0.5, 0.4])
     pq.write_table(pq.read_table(tmp_path / "labels" / "a.parquet"), tmp_path / "labels" / "c.parquet")
     with pytest.raises(ValueError, match="1 frame\\(s\\) labeled more than once.*f000"):
-        select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0)
+        select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0, 0.0)
 
 
 def test_attach_keeps_selected_frames_with_their_labels(tmp_path):
     _write_labels(tmp_path / "labels", [0.9, 0.8, 0.7, 0.6])
-    select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5)
+    select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5, 0.0)
     attach = AttachPseudoLabels(str(tmp_path / "selected.parquet"))
     batch = {
         "frame_id": np.array(["f003", "f000", "f001", "x"], dtype=object),

@@ -93,6 +93,14 @@ def test_settings_from_env_parse_endpoint_scheme_and_region():
         S3Settings.from_env({"AWS_ENDPOINT_URL_S3": "ftp://host:1"})
 
 
+def test_max_attempts_come_from_the_standard_aws_variable():
+    assert S3Settings.from_env({}).max_attempts == 10
+    assert S3Settings.from_env({"AWS_MAX_ATTEMPTS": "3"}).max_attempts == 3
+    for bad in ("0", "-1", "many", "2.5"):
+        with pytest.raises(StorageError, match="AWS_MAX_ATTEMPTS"):
+            S3Settings.from_env({"AWS_MAX_ATTEMPTS": bad})
+
+
 def test_settings_repr_and_scrub_hide_credentials():
     settings = S3Settings(access_key="AKID123", secret_key="s3cr3t-value", session_token="tok-value")
     assert "s3cr3t-value" not in repr(settings) and "tok-value" not in repr(settings)

@@ -115,7 +115,12 @@ def decode_image(data: bytes | np.ndarray, frame_id: str | None = None) -> np.nd
         check_square(size)
     except ImageError as exc:
         raise ImageError(f"{where}{exc}") from None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        # OpenCV raises instead of returning None for some headers, e.g. a size over its pixel limit;
+        # callers count ImageError as one bad frame, any other error would fail the whole batch.
+        raise ImageError(f"{where}image could not be decoded ({size[0]}x{size[1]}: {exc.err})") from None
     if bgr is None or (bgr.shape[1], bgr.shape[0]) != size:
         raise ImageError(f"{where}image could not be decoded (corrupt data, {len(data)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -36,7 +36,7 @@ from dfa_ray.data.schema import (
     conform,
     rows_to_table,
 )
-from dfa_ray.data.validation import ValidationReport, check_rows
+from dfa_ray.data.validation import InputError, ValidationReport, check_rows
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ def dataset_files(uri: str | os.PathLike) -> list[str]:
         return [str(uri)]
     files = storage.list_files(uri, suffix=".parquet")
     if not files:
-        raise EmptyDatasetError(f"no *.parquet files at {uri}")
+        # A misspelt path or bucket reads as empty too; say which it is.
+        missing = "" if storage.exists(uri) else " (it does not exist)"
+        raise EmptyDatasetError(f"no *.parquet files at {uri}{missing}")
     return files
 
 
@@ -127,6 +129,30 @@ def read_records(
     decode of each image to the (header-level) image checks.
     """
     return read_records_with_report(uri, columns, validate, on_bad, decode_images)[0]
+
+
+def check_frame_ids(uri: str | os.PathLike, max_examples: int = 5) -> int:
+    """Require every ``frame_id`` of a dataset to be present and unique; returns the number of frames.
+
+    Reads the ``frame_id`` column alone (no images), so a driver can check each input before any
+    stage starts. Raises EmptyDatasetError (no files or no rows), SchemaError (a file that is not
+    schema v1) or InputError naming ``uri`` with the repeated ids and their counts.
+    """
+    ids = read_records(uri, columns=["frame_id"], validate=False).column("frame_id")
+    missing = ids.null_count + (pc.sum(pc.equal(ids, "")).as_py() or 0)
+    if missing:
+        raise InputError(f"{uri}: {missing} of {len(ids)} frame(s) have no frame_id")
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        values = repeated.field("values").to_pylist()
+        times = repeated.field("counts").to_pylist()
+        examples = ", ".join(f"{value!r} x{n}" for value, n in zip(values[:max_examples], times))
+        raise InputError(
+            f"{uri}: {len(repeated)} frame_id(s) occur more than once ({sum(times) - len(times)} extra "
+            f"row(s) of {len(ids)}), e.g. {examples}; every frame_id of a dataset must be unique"
+        )
+    return len(ids)
 
 
 # ------------------------------------------------------------------------------------------- writing

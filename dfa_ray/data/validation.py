@@ -13,6 +13,11 @@ from dfa_ray.data.images import ImageError, check_square, decode_image, image_si
 from dfa_ray.data.schema import LIST_WIDTHS, conform
 
 
+class InputError(ValueError):
+    """An input of a job as a whole (a dataset, a checkpoint, a round's labels) is unusable; the
+    message names it and says what is wrong."""
+
+
 @dataclass
 class ValidationReport:
     """What validation found: bad rows by frame_id with a reason, plus summary statistics.

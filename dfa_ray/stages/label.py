@@ -10,15 +10,19 @@ writes one row per frame to ``labels_uri``:
     confidence        float32             mean of joint_confidence
     error             string              null, or why the frame could not be labeled
 
-A frame that cannot be decoded becomes a row with an ``error``, never a lost block (Ray Data's
-``max_errored_blocks`` would silently drop every frame of the block). ``select_labels`` then ranks
-all frames globally (the exact top fraction, ties by frame_id) and writes the kept ones.
+A frame that cannot be decoded becomes a row with an ``error`` naming it, never a lost block (Ray
+Data's ``max_errored_blocks`` would silently drop every frame of the block). ``select_labels`` then
+skips the failed frames, counting and listing them (and failing the round when more than
+``label.max_error_fraction`` of the frames failed), ranks the rest globally (the exact top fraction,
+ties by frame_id) and writes the kept ones.
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,11 +32,14 @@ import torch
 from dfa_ray import checkpoints, storage
 from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import ImageError, decode_resized
+from dfa_ray.data.validation import InputError
 from dfa_ray.model import predict
 from dfa_ray.policy import select
 from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
+
+log = logging.getLogger(__name__)
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -43,6 +50,9 @@ LABEL_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
     ]
 )
+
+# Failed frames listed by frame_id in a round's statistics (all of them are counted).
+MAX_LISTED_FAILURES = 20
 
 
 def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, config: LabelConfig) -> Views:
@@ -79,9 +89,11 @@ class PseudoLabeler:
         errors: list[str | None] = [None] * n
         for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
             try:
-                images[i] = decode_resized(data, size, frame_id)
-            except (ImageError, TypeError) as exc:
-                errors[i] = str(exc) if data is not None else f"frame {frame_id}: image is missing"
+                images[i] = decode_resized(data, size)
+            except Exception as exc:
+                # Raising here would fail the whole Ray Dataset for one frame. The frame's row carries
+                # the reason instead, and select_labels bounds how many frames may fail.
+                errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
         good = np.flatnonzero([e is None for e in errors])
         joints = np.full((n, NUM_JOINTS * 3), np.nan, np.float32)
         joint_confidence = np.zeros((n, NUM_JOINTS), np.float32)
@@ -97,6 +109,14 @@ class PseudoLabeler:
             "confidence": joint_confidence.mean(axis=1).astype(np.float32),
             "error": np.array(errors, dtype=object),
         }
+
+
+def _decode_failure(data: Any, exc: Exception) -> str:
+    if data is None:
+        return "image is missing"
+    if isinstance(exc, ImageError):
+        return str(exc)
+    return f"image could not be decoded ({type(exc).__name__}: {exc})"
 
 
 def label_frames(
@@ -121,8 +141,11 @@ def label_frames(
         batch_format="numpy",
     )
     out_filesystem, out_path = storage.resolve(labels_uri)
-    # One file per block otherwise; each costs a round trip when read back.
-    labeled.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
+    # An unreachable store fails the stage after the S3 client's retries (AWS_MAX_ATTEMPTS), with an
+    # error naming the labels; the round stays uncommitted and --resume relabels it.
+    with storage.storage_errors(labels_uri, "write labels to"):
+        # One file per block otherwise; each costs a round trip when read back.
+        labeled.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
 
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -138,10 +161,39 @@ def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Tab
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def select_labels(labels_uri: str, selected_uri: str, fraction: float) -> dict:
+def check_failures(
+    labels_uri: str, frame_ids: Sequence[str], errors: Sequence[str | None], max_error_fraction: float
+) -> list[dict]:
+    """The frames that could not be labeled (``errors[i]`` not None), in frame_id order, the first
+    MAX_LISTED_FAILURES as ``{"frame_id", "error"}``.
+
+    Raises InputError naming ``labels_uri`` when more than ``max_error_fraction`` of the frames
+    failed (``label.max_error_fraction``): the message gives the count, the fraction, the limit and
+    the first failures with their reasons.
+    """
+    failed = sorted((str(f), str(e)) for f, e in zip(frame_ids, errors) if e is not None)
+    # Error texts name their frame already; one that does not (written by another tool) gets its id.
+    listed = [
+        {"frame_id": f, "error": e if e.startswith(f"frame {f}:") else f"frame {f}: {e}"} for f, e in failed
+    ]
+    total = len(frame_ids)
+    if total and len(failed) / total > max_error_fraction:
+        first = "; ".join(item["error"] for item in listed[:5])
+        raise InputError(
+            f"{labels_uri}: {len(failed)} of {total} frames ({len(failed) / total:.2%}) could not be "
+            f"labeled, more than label.max_error_fraction={max_error_fraction:g} allows; "
+            f"first failures: {first}"
+        )
+    return listed[:MAX_LISTED_FAILURES]
+
+
+def select_labels(labels_uri: str, selected_uri: str, fraction: float, max_error_fraction: float) -> dict:
     """Keep the top ``fraction`` of all labeled frames; write them to ``selected_uri``; return statistics.
 
-    Raises if a frame was labeled twice: the stage must write every target frame exactly once.
+    Frames that could not be labeled are skipped, counted (``num_failed``) and listed
+    (``failed_frames``, see check_failures, which raises when more than ``max_error_fraction`` of
+    them failed). Raises if a frame was labeled twice: the stage must write every target frame
+    exactly once.
     """
     table = read_labels(labels_uri)
     frame_ids = np.asarray(table.column("frame_id").to_pylist(), dtype=object)
@@ -151,7 +203,13 @@ def select_labels(labels_uri: str, selected_uri: str, fraction: float) -> dict:
         raise ValueError(
             f"{labels_uri}: {int((counts > 1).sum())} frame(s) labeled more than once, e.g. {twice}"
         )
-    failed = ~table.column("error").is_null().to_numpy(zero_copy_only=False)
+    errors = table.column("error").to_pylist()
+    failures = check_failures(labels_uri, frame_ids.tolist(), errors, max_error_fraction)
+    failed = np.array([e is not None for e in errors], dtype=bool)
+    if failures:
+        log.warning(
+            "%s: skipped %d frame(s) that could not be labeled: %s", labels_uri, failed.sum(), failures
+        )
     confidence = table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
     usable = np.flatnonzero(~failed)
     selection = select(frame_ids[usable].tolist(), confidence[usable], fraction)
@@ -163,10 +221,11 @@ def select_labels(labels_uri: str, selected_uri: str, fraction: float) -> dict:
     return {
         "num_frames": int(len(frame_ids)),
         "num_failed": int(failed.sum()),
+        "max_error_fraction": max_error_fraction,
+        "failed_frames": failures,
         "fraction": fraction,
         "num_kept": int(selection.num_kept),
         "threshold": None if selection.threshold is None else float(selection.threshold),
         "confidence_mean": float(confidence[usable].mean()) if usable.size else None,
         "confidence_histogram": {"edges": edges.round(3).tolist(), "counts": histogram.tolist()},
-        "failed_examples": table.column("error").filter(pa.array(failed)).to_pylist()[:5],
     }
