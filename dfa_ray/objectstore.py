@@ -141,6 +141,9 @@ class EmbeddedS3:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.port: int | None = None
+        # Kept after the first start: a restarted server answers at the same endpoint, as a real
+        # store does after an outage, so clients configured with it carry on.
+        self._ports: list[int] | None = None
         self._process: subprocess.Popen | None = None
         self._log_handle = None
 
@@ -197,7 +200,10 @@ class EmbeddedS3:
         return "/".join([f"s3://{self.bucket}", *parts])
 
     def start(self) -> EmbeddedS3:
-        """Start weed, wait until it stores objects, create the bucket; raises on timeout or exit."""
+        """Start weed, wait until it stores objects, create the bucket; raises on timeout or exit.
+
+        After a ``stop()`` this restarts on the same ports, so the endpoint clients hold stays valid.
+        """
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -205,13 +211,16 @@ class EmbeddedS3:
         last_error: Exception | None = None
         try:
             for _attempt in range(3):  # ports are picked before weed binds them; another process may win
+                ports = self._ports or [*free_ports(8), _free_port_pair(_ADMIN_GRPC_OFFSET)]
                 try:
-                    self._launch()
+                    self._launch(ports)
                     self._wait_ready()
                 except _PortClash as exc:
                     last_error = exc
                     self._terminate()
+                    time.sleep(1.0)  # a restart keeps its ports: give a closing socket time to go
                     continue
+                self._ports = ports
                 atexit.register(self.stop)
                 log.info(
                     "embedded S3 at %s, bucket %s, data %s", self.endpoint_url, self.bucket, self.data_dir
@@ -242,9 +251,8 @@ class EmbeddedS3:
         }
         return json.dumps({"identities": [identity]})
 
-    def _launch(self) -> None:
-        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = free_ports(8)
-        admin = _free_port_pair(_ADMIN_GRPC_OFFSET)
+    def _launch(self, ports: list[int]) -> None:
+        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin) = ports
         flags = {
             "dir": self.data_dir,
             "ip": _HOST,

@@ -179,6 +179,8 @@ def train_loop(loop: dict) -> None:
         images = steps * stage.batch_size * (2 if adapting else 1)
         metrics = {
             "epoch": epoch + 1,
+            # > 0 after a worker-group restart: the epoch of the checkpoint this attempt resumed from.
+            "resumed_from_epoch": first_epoch,
             **totals,
             "images_per_s_per_worker": images / (time.perf_counter() - start),
         }

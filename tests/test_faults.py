@@ -1,0 +1,212 @@
+"""Faults a preemptible cluster sees, on a real multi-node Ray cluster and a real S3 server.
+
+One ``ray.cluster_utils.Cluster`` serves the module: a head with no CPUs (as on a cloud cluster, no
+work lands on it) and two worker nodes, each with its own raylet, started after the module's own
+EmbeddedS3 so every node has its credentials. On 2 cores the module takes about 2 minutes.
+
+- a worker node that hosts a label actor dies mid-stage: every frame is labeled exactly once;
+- a Ray Train worker is killed mid-epoch: training resumes from the last reported checkpoint;
+- the S3 server is down during a label write: the stage waits it out, or, if it stays down, fails
+  after the client's bounded retries with an error naming the labels URI.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from dfa_ray import checkpoints, storage
+from dfa_ray.config import LabelConfig, load_config
+from dfa_ray.data import synthetic
+from dfa_ray.data.records import write_records
+from dfa_ray.model import PoseModel
+from dfa_ray.objectstore import EmbeddedS3, free_ports
+from dfa_ray.stages import train
+from dfa_ray.stages.label import label_frames, read_labels
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.util.state import list_actors  # noqa: E402
+
+SMOKE = load_config("configs/smoke.yaml", ["pretrain.epochs=4"])
+LABEL = LabelConfig(actors=2, batch_size=25, rows_per_block=50, num_cpus=0.5)
+NODE_ARGS = {"num_cpus": 2, "object_store_memory": 256 * 2**20}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """This module's own S3 server (the tests stop it), its AWS_* variables set for the module."""
+    server = EmbeddedS3(
+        tmp_path_factory.mktemp("faults-s3"), bucket="faults", secret_key=secrets.token_hex(16)
+    )
+    with server, pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env().items():
+            patch.setenv(key, value)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(store):
+    """Head (0 CPUs, dashboard for the state API) + two 2-CPU worker nodes; the driver is this process."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    head = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_ports(1)[0]}
+    nodes = Cluster(initialize_head=True, head_node_args={**head, "object_store_memory": 256 * 2**20})
+    workers = [nodes.add_node(**NODE_ARGS) for _ in range(2)]
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, logging_level="warning")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield nodes, workers
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A 2,000-frame target, a 300-frame target, a 512-frame source and the smoke model's checkpoint."""
+    root = tmp_path_factory.mktemp("faults-data")
+    write_records(
+        synthetic.generate("synthetic-real", "train", 2000, crop_size=48, workers=2), root / "target"
+    )
+    write_records(synthetic.generate("synthetic-real", "train", 300, crop_size=48), root / "small")
+    write_records(
+        synthetic.generate("synthetic-source", "train", 512, crop_size=48, workers=2), root / "source"
+    )
+    torch.manual_seed(0)
+    checkpoints.save(PoseModel(SMOKE.model), str(root / "model.pt"), stage="test")
+    return {name: str(root / name) for name in ("target", "small", "source", "model.pt")}
+
+
+def _in_background(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    """Run ``work`` in a thread; the dict gets its result (or error) and its duration."""
+    out: dict = {}
+
+    def run() -> None:
+        start = time.perf_counter()
+        try:
+            out["result"] = work()
+        except BaseException as exc:  # reported by the test, which owns the assertion
+            out["error"] = exc
+        out["seconds"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _alive(class_name: str) -> list:
+    return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], detail=True)
+
+
+def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _frame_ids(uri: str) -> list[str]:
+    return read_labels(uri, ["frame_id"]).column("frame_id").to_pylist()
+
+
+def test_losing_a_node_mid_labeling_still_labels_every_frame_exactly_once(cluster, inputs, tmp_path):
+    nodes, workers = cluster
+    labels = str(tmp_path / "labels")
+    thread, out = _in_background(
+        lambda: label_frames(inputs["target"], inputs["model.pt"], labels, 1, LABEL, 1.0)
+    )
+    # Ray Data spreads the pool over the nodes: the stage scales out, one actor per worker node here.
+    placed = _wait_for(
+        lambda: (lambda ids: ids if len(ids) == 2 else None)(_labeler_nodes()), 120, "2 actors"
+    )
+    assert placed == {node.node_id for node in workers}
+    time.sleep(2.0)  # let the actors label a few batches first
+    assert thread.is_alive(), "the stage ended before the node could be killed: make the target larger"
+    victim = workers[0]
+    nodes.remove_node(victim, allow_graceful=False)  # SIGKILL to the node's raylet and its workers
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    ids = _frame_ids(labels)
+    assert len(ids) == 2000 and len(set(ids)) == 2000, "every target frame exactly once"
+    assert ray.cluster_resources().get("CPU") == NODE_ARGS["num_cpus"]  # the victim is really gone
+    # As an autoscaler would, replace the node for the tests after this one.
+    workers[0] = nodes.add_node(**NODE_ARGS)
+    nodes.wait_for_nodes()
+
+
+def _labeler_nodes() -> set[str]:
+    return {a.node_id for a in _alive("MapWorker(MapBatches(PseudoLabeler))")}
+
+
+def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs, tmp_path):
+    dataset = train.read_source([inputs["source"]])
+    ray_storage = str(tmp_path / "ray")
+    thread, out = _in_background(
+        lambda: train.run_stage(
+            SMOKE, SMOKE.pretrain, {"source": dataset}, dataset.count(), ray_storage, None
+        )
+    )
+    # Ray Train writes this snapshot once a reported checkpoint is registered (a checkpoint folder
+    # alone may still be uncommitted: killing then restarts from scratch).
+    _wait_for(
+        lambda: any(
+            f.endswith("checkpoint_manager_snapshot.json")
+            for f in storage.list_files(ray_storage, recursive=True)
+        ),
+        180,
+        "the first reported checkpoint",
+    )
+    victim = _alive("RayTrainWorker")[-1]
+    assert thread.is_alive(), "training ended before a worker could be killed: give it more epochs"
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    _, metrics = out["result"]
+    assert metrics["epoch"] == SMOKE.pretrain.epochs
+    # The last attempt started from a checkpoint (epoch >= 1), not from scratch.
+    assert 1 <= metrics["resumed_from_epoch"] < SMOKE.pretrain.epochs
+
+
+def test_a_label_write_waits_out_an_s3_outage(cluster, inputs, store):
+    labels = store.uri(f"outage-{secrets.token_hex(4)}", "labels")
+    store.stop()
+    thread, out = _in_background(
+        lambda: label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0)
+    )
+    time.sleep(6.0)
+    assert thread.is_alive(), "the stage ended while the store was down"
+    store.start()  # same endpoint
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    ids = _frame_ids(labels)
+    assert len(ids) == 300 and len(set(ids)) == 300, "no shard lost"
+
+
+def test_a_store_that_stays_down_fails_the_stage_in_bounded_time_naming_the_uri(
+    cluster, inputs, store, monkeypatch
+):
+    labels = store.uri(f"down-{secrets.token_hex(4)}", "labels")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    store.stop()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(storage.StorageError) as failure:
+            label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0)
+        seconds = time.perf_counter() - start
+    finally:
+        store.start()
+    assert seconds < 60, f"gave up after {seconds:.0f} s"
+    message = str(failure.value)
+    assert labels in message and "could not write labels" in message
+    assert store.env()["AWS_SECRET_ACCESS_KEY"] not in message
