@@ -99,6 +99,10 @@ class RunDir:
     def commit(self, round_index: int, manifest: dict) -> None:
         """Write the stage's manifest (its last output), then rebuild metrics.jsonl from all manifests."""
         storage.write_bytes(self.manifest(round_index), json.dumps(manifest, indent=2).encode())
+        self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """Rebuild metrics.jsonl from the committed manifests (a resume repairs a kill in ``commit``)."""
         manifests = [self.read_manifest(k) for k in self.committed_rounds()]
         lines = [json.dumps(m["evaluation"]) for m in manifests if "evaluation" in m]
         storage.write_bytes(self.metrics, ("\n".join(lines) + "\n").encode())

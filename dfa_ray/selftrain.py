@@ -170,6 +170,7 @@ def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: 
             config, config.pretrain, {"source": dataset}, dataset.count(), run.ray_storage(0), None
         )
     checkpoints.save(model, run.model(0), stage="pretrain")
+    log(f"pretrain: checkpoint {run.model(0)}")
     result = evaluation(model, test, "pretrain", 0)
     run.commit(0, {"training": stats, "evaluation": result})
     log(_line(result))
@@ -183,11 +184,13 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
     done = run.committed_rounds()
     if done:
         log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
+        run.write_metrics()
 
     if 0 not in done:
         pretrain(config, run, source, test, log)
 
     policy = config.policy_schedule
+    num_target = check_frame_ids(target)  # the label stage must write each of these exactly once
     for k in range(1, config.rounds + 1):
         if k in done:
             continue
@@ -195,22 +198,26 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
         previous = run.model(k - 1)
         fraction = policy.fraction(k - 1)
         start = time.perf_counter()
+        log(f"round {k}: labeling {num_target} target frames with {config.label.actors} actors")
         label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
+        log(f"round {k}: labeled in {time.perf_counter() - start:.0f} s; selecting the top {fraction:.0%}")
         selection = label.select_labels(
-            run.labels(k), run.selected(k), fraction, config.label.max_error_fraction
+            run.labels(k), run.selected(k), fraction, config.label.max_error_fraction, num_target
         )
         log(
-            f"round {k}: labeled {selection['num_frames']} frames in {time.perf_counter() - start:.0f} s, "
-            f"kept {selection['num_kept']} ({fraction:.0%}), threshold {selection['threshold']}"
+            f"round {k}: kept {selection['num_kept']} of {selection['num_frames']} frames, threshold "
+            f"{selection['threshold']}, {selection['num_failed']} could not be labeled"
         )
         datasets = {
             "source": train.read_source(source),
             "target": train.read_selected_target(target, run.selected(k), config.label.rows_per_block),
         }
+        log(f"round {k}: adapting for {config.adapt.epochs} epochs on {selection['num_kept']} target frames")
         model, stats = train.run_stage(
             config, config.adapt, datasets, selection["num_kept"], run.ray_storage(k), previous
         )
         checkpoints.save(model, run.model(k), stage="round", round=k)
+        log(f"round {k}: checkpoint {run.model(k)}")
         result = evaluation(model, test, "round", k)
         run.commit(k, {"selection": selection, "training": stats, "evaluation": result})
         log(_line(result))

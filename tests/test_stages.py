@@ -100,6 +100,15 @@ def test_selection_refuses_a_frame_labeled_twice(tmp_path):
         select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0, 0.0)
 
 
+def test_selection_refuses_labels_with_a_missing_shard(tmp_path):
+    _write_labels(tmp_path / "labels", [0.5, 0.4, 0.3, 0.2])
+    args = (str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0, 0.0)
+    assert select_labels(*args, expected_frames=4)["num_frames"] == 4
+    (tmp_path / "labels" / "b.parquet").unlink()
+    with pytest.raises(RuntimeError, match="hold 2 frames, the target has 4"):
+        select_labels(*args, expected_frames=4)
+
+
 def test_attach_keeps_selected_frames_with_their_labels(tmp_path):
     _write_labels(tmp_path / "labels", [0.9, 0.8, 0.7, 0.6])
     select_labels(str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 0.5, 0.0)

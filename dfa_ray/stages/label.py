@@ -187,13 +187,20 @@ def check_failures(
     return listed[:MAX_LISTED_FAILURES]
 
 
-def select_labels(labels_uri: str, selected_uri: str, fraction: float, max_error_fraction: float) -> dict:
+def select_labels(
+    labels_uri: str,
+    selected_uri: str,
+    fraction: float,
+    max_error_fraction: float,
+    expected_frames: int | None = None,
+) -> dict:
     """Keep the top ``fraction`` of all labeled frames; write them to ``selected_uri``; return statistics.
 
     Frames that could not be labeled are skipped, counted (``num_failed``) and listed
     (``failed_frames``, see check_failures, which raises when more than ``max_error_fraction`` of
-    them failed). Raises if a frame was labeled twice: the stage must write every target frame
-    exactly once.
+    them failed). Raises if a frame was labeled twice or, given ``expected_frames`` (the target's
+    size), if the labels hold another number of frames: the stage must write every target frame
+    exactly once, and a lost shard must fail the round, not shrink it.
     """
     table = read_labels(labels_uri)
     frame_ids = np.asarray(table.column("frame_id").to_pylist(), dtype=object)
@@ -202,6 +209,11 @@ def select_labels(labels_uri: str, selected_uri: str, fraction: float, max_error
         twice = unique[counts > 1][:5].tolist()
         raise ValueError(
             f"{labels_uri}: {int((counts > 1).sum())} frame(s) labeled more than once, e.g. {twice}"
+        )
+    if expected_frames is not None and len(frame_ids) != expected_frames:
+        raise RuntimeError(
+            f"{labels_uri}: the labels hold {len(frame_ids)} frames, the target has {expected_frames}; "
+            "a label file is missing or extra, so the round is not committed"
         )
     errors = table.column("error").to_pylist()
     failures = check_failures(labels_uri, frame_ids.tolist(), errors, max_error_fraction)
