@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = repo_root()
     smoke = load_config(repo / CONFIG)
     with tempfile.TemporaryDirectory() as scratch, EmbeddedS3(Path(scratch) / "s3", bucket="drill") as s3:
+        os.environ.update(s3.env())  # this process audits the runs in the store
         with LocalRay(num_cpus=2, env=s3.env()) as head:
             env = {**head.env, "RAY_ADDRESS": f"127.0.0.1:{head.gcs_port}"}
             root = s3.uri(f"drill-{secrets.token_hex(4)}")
