@@ -10,11 +10,26 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
+from dfa_ray import checkpoints
 from dfa_ray.data.images import encode_image
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
+from dfa_ray.model import ModelConfig, PoseModel
 from dfa_ray.skeleton import BONES, PARENTS
+
+# The smallest model the stages accept: for tests of plumbing, not of accuracy.
+TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
+
+
+def tiny_checkpoint(folder: Path) -> str:
+    """A seeded TINY model saved as ``folder/model.pt``; returns its path."""
+    torch.manual_seed(0)
+    path = str(Path(folder) / "model.pt")
+    checkpoints.save(PoseModel(TINY), path, stage="test")
+    return path
+
 
 # Rest-pose offsets from each joint's parent, in mm (x right, y down, z forward), H36M-17 order.
 _OFFSETS = np.array([

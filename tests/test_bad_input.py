@@ -31,24 +31,20 @@ from dfa_ray.data.images import ImageError, decode_image, encode_image
 from dfa_ray.data.records import check_frame_ids, read_records, write_records
 from dfa_ray.data.schema import BadRecordsError, EmptyDatasetError, rows_to_table
 from dfa_ray.data.validation import InputError
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label as label_stage
 from dfa_ray.stages.label import LABEL_SCHEMA, MAX_LISTED_FAILURES, PseudoLabeler, read_labels, select_labels
 from dfa_ray.storage import StorageError
-from tests.helpers import load_job, make_rows, write_raw
+from tests.helpers import TINY, load_job, make_rows, tiny_checkpoint, write_raw
 
 self_train_job = load_job("self_train")
-
-TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
 
 
 @pytest.fixture(scope="module")
 def labeler(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("ckpt") / "model.pt")
-    checkpoints.save(PoseModel(TINY), path, stage="test")
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
     return PseudoLabeler(path, round_index=1, config=LabelConfig(), sigma=1.0)
 
 

@@ -8,24 +8,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.config import AdaptConfig, LabelConfig
 from dfa_ray.data import synthetic
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
 from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, frame_views, read_labels, select_labels
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
 from dfa_ray.transforms import InvarianceRange
-
-TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
+from tests.helpers import TINY, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("ckpt") / "model.pt")
-    checkpoints.save(PoseModel(TINY), path, stage="test")
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def _batch(n: int = 6) -> dict[str, np.ndarray]:
