@@ -162,3 +162,40 @@ def test_ensure_bucket_creates_once_and_is_idempotent(s3):
     storage.ensure_bucket("dfa-extra-bucket")
     storage.write_bytes("s3://dfa-extra-bucket/k", b"v")
     assert storage.read_bytes("s3://dfa-extra-bucket/k") == b"v"
+
+
+class _Racing:
+    """A local filesystem whose deletes report the directory gone, as when another process got there
+    first; ``deletes=False``: the report is wrong and everything is still there."""
+
+    type_name = "local"
+
+    def __init__(self, deletes: bool = True) -> None:
+        self.real, self.deletes = pafs.LocalFileSystem(), deletes
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        if self.deletes:
+            self.real.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_dir(self, path):
+        if self.deletes:
+            self.real.delete_dir(path)
+        raise FileNotFoundError(f"[Errno 2] Path does not exist '{path}/'")
+
+
+def test_remove_tree_accepts_a_prefix_that_vanishes_midway_but_not_one_left_behind(tmp_path, monkeypatch):
+    folder = tmp_path / "round-2"
+    (folder / "labels").mkdir(parents=True)
+    (folder / "labels" / "a.parquet").write_bytes(b"x")
+    monkeypatch.setattr(storage, "resolve", lambda uri: (_Racing(), str(folder)))
+    storage.remove_tree(str(folder))
+    assert not folder.exists()
+
+    (folder / "labels").mkdir(parents=True)
+    (folder / "labels" / "a.parquet").write_bytes(b"x")
+    monkeypatch.setattr(storage, "resolve", lambda uri: (_Racing(deletes=False), str(folder)))
+    with pytest.raises(StorageError, match="object\\(s\\) remain"):
+        storage.remove_tree(str(folder))
