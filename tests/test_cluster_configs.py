@@ -1,8 +1,10 @@
-"""cluster/aws.yaml, cluster/kuberay-rayjob.yaml and cluster/README.md: valid for Ray and KubeRay, the driver
-accepts the commands they run, GPUs are requested and used, and no Ray port or credential is exposed.
+"""cluster/aws.yaml, cluster/kuberay-rayjob.yaml, cluster/iam-policy.json and cluster/README.md: valid for
+Ray and KubeRay, the driver accepts the commands they run, GPUs are requested and used, no Ray port or
+credential is exposed, and the nodes' S3 policy reaches the run bucket only.
 
-Fast and offline: YAML parsing, Ray's own autoscaler schema and defaults, and the driver's argument
-parsing and config loading (the job itself is replaced by a stub that records the config it was given).
+Fast and offline: YAML and JSON parsing, Ray's own autoscaler schema and defaults, the shells the RayJob
+entrypoint passes through, and the driver's argument parsing and config loading (the job itself is
+replaced by a stub that records the config it was given).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import copy
 import importlib.util
 import ipaddress
 import json
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 AWS = REPO / "cluster" / "aws.yaml"
 RAYJOB = REPO / "cluster" / "kuberay-rayjob.yaml"
 README = REPO / "cluster" / "README.md"
+IAM_POLICY = REPO / "cluster" / "iam-policy.json"
+BUCKET_ARN = "arn:aws:s3:::CHANGE-ME"  # the policy's placeholder; README's commands substitute the bucket
 IMAGE_ROOT = "/home/ray/dfa-ray"  # where the image built in cluster/README.md holds the repository
 DRIVER = "jobs/self_train.py"
 
@@ -244,6 +250,112 @@ def test_images_and_versions_match_the_installed_ray_and_setup_sh():
     assert f" . {IMAGE_ROOT}\n" in dockerfile and f"pip install --no-cache-dir {IMAGE_ROOT}" in dockerfile
 
 
+# --- the nodes' S3 policy -----------------------------------------------------------------------
+
+# What dfa_ray.storage (pyarrow) and Ray Data/Train do with the bucket: list and HeadBucket (both
+# s3:ListBucket), read, write (multipart too) and delete objects.
+NEEDED_S3_ACTIONS = {
+    "s3:ListBucket",
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+}
+BUCKET_LEVEL_ACTIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"}
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_problems(policy: dict) -> list[str]:
+    """Everything in an IAM policy that reaches beyond the run bucket or would not work on it."""
+    problems = []
+    for statement in as_list(policy["Statement"]):
+        if {"NotAction", "NotResource", "NotPrincipal"} & statement.keys():
+            problems.append(f"negated element in {statement}")
+        if statement["Effect"] != "Allow":
+            continue
+        actions, resources = as_list(statement.get("Action", [])), as_list(statement.get("Resource", []))
+        for action in actions:
+            if "*" in action or "?" in action:
+                problems.append(f"wildcard action {action}")
+            if not action.startswith("s3:"):
+                problems.append(f"non-S3 action {action} (EC2 rights are the head's, apart)")
+        for resource in resources:
+            if resource != BUCKET_ARN and not resource.startswith(BUCKET_ARN + "/"):
+                problems.append(f"resource {resource} is not the run bucket")
+        # A bucket action on an object ARN (or the reverse) is granted on nothing: IAM ignores it.
+        for action in actions:
+            wanted = [BUCKET_ARN] if action in BUCKET_LEVEL_ACTIONS else None
+            if wanted is not None and resources != wanted:
+                problems.append(f"{action} must be on {BUCKET_ARN}, not {resources}")
+            if wanted is None and any(r == BUCKET_ARN for r in resources):
+                problems.append(f"object action {action} on the bucket ARN")
+    return problems
+
+
+def granted(policy: dict) -> set[str]:
+    return {a for s in as_list(policy["Statement"]) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+
+
+def test_iam_policy_allows_what_dfa_ray_needs_on_the_run_bucket_only():
+    policy = json.loads(IAM_POLICY.read_text())
+    assert policy["Version"] == "2012-10-17"
+    assert policy_problems(policy) == []
+    assert NEEDED_S3_ACTIONS <= granted(policy)
+    # The bucket appears only in resource ARNs, so README's substitution renames nothing else.
+    text = IAM_POLICY.read_text()
+    assert text.count("CHANGE-ME") == sum(
+        str(r).count("CHANGE-ME") for s in policy["Statement"] for r in as_list(s["Resource"])
+    )
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda p: p["Statement"][1]["Action"].append("s3:*"),
+        lambda p: p["Statement"][1]["Action"].append("s3:Get*"),
+        lambda p: p["Statement"][1].update(Resource="*"),
+        lambda p: p["Statement"][1].update(Resource="arn:aws:s3:::*"),
+        lambda p: p["Statement"][0].update(Resource=BUCKET_ARN + "*"),
+        lambda p: p["Statement"][0].update(Resource=BUCKET_ARN + "/*"),
+        lambda p: p["Statement"].append({"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
+        lambda p: p["Statement"][1].update(NotResource=p["Statement"][1].pop("Resource")),
+    ],
+    ids=["s3-star", "get-star", "star", "all-buckets", "bucket-prefix-glob", "list-on-objects", "ec2", "not"],
+)
+def test_iam_policy_check_catches_a_bad_copy(mutate):
+    bad = json.loads(IAM_POLICY.read_text())
+    mutate(bad)
+    assert policy_problems(bad)
+
+
+def test_iam_policy_check_catches_a_missing_action():
+    bad = json.loads(IAM_POLICY.read_text())
+    bad["Statement"][1]["Action"].remove("s3:DeleteObject")
+    assert not NEEDED_S3_ACTIONS <= granted(bad)
+
+
+def readme_code_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+
+
+def test_readme_iam_commands_use_the_policy_file():
+    (block,) = [b for b in readme_code_blocks(README.read_text()) if "aws iam put-role-policy" in b]
+    substitution = re.search(r'sed "s/CHANGE-ME/\$BUCKET/g" cluster/iam-policy\.json > (\S+)', block)
+    assert substitution, "the S3 policy comes from cluster/iam-policy.json"
+    assert "for role in dfa-ray-head dfa-ray-worker; do" in block
+    assert f"--policy-name dfa-ray-s3 --policy-document file://{substitution[1]}" in block
+    # No second copy of the S3 policy that could drift from the file.
+    assert '"s3:' not in README.read_text(), "a JSON S3 policy in the README"
+    # The head, and only the head, may launch workers and hand them the worker role.
+    assert "--role-name dfa-ray-head --policy-arn arn:aws:iam::aws:policy/AmazonEC2FullAccess" in block
+    assert not re.search(r"--role-name (dfa-ray-worker|\$role) --policy-arn", block)
+    pass_role = r"dfa-ray-head --policy-name pass-worker-role .*iam:PassRole.*role/dfa-ray-worker\\\"}"
+    assert re.search(pass_role, block, re.DOTALL)
+
+
 # --- credentials in files -----------------------------------------------------------------------
 
 
@@ -251,7 +363,7 @@ def key_literals(text: str) -> list[str]:
     return [m.group(0) for pattern in KEY_LITERALS for m in pattern.finditer(text)]
 
 
-@pytest.mark.parametrize("path", [AWS, RAYJOB, README], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [AWS, RAYJOB, README, IAM_POLICY], ids=lambda p: p.name)
 def test_no_aws_key_literal_anywhere(path):
     assert key_literals(path.read_text()) == []
 
@@ -467,6 +579,75 @@ def test_rayjob_secret_check_catches_a_bad_copy():
     assert literal_secrets(bad) == ["AWS_SECRET_ACCESS_KEY"]
 
 
+def container_env(container: dict) -> dict[str, str]:
+    """A container's literal variables (those from a Secret are credentials, which no command names)."""
+    return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def shell_words(command: str, env: dict[str, str], shell: str) -> list[str]:
+    """The arguments ``shell -c`` makes of ``command`` in ``env`` (expansions and quote removal)."""
+    done = subprocess.run(
+        [shell, "-c", f"printf '%s\\n' {command}"],
+        env={"PATH": os.defpath, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def rayjob_driver_argv(job: dict) -> list[str]:
+    """The driver's argv as KubeRay (K8sJobMode) runs the entrypoint: its submitter pod pastes it
+    unquoted into a `bash -c` command line (`... ray job submit ... -- <entrypoint> ; ...`), in an
+    environment without the head's variables; `ray job submit` joins the words it gets with
+    subprocess.list2cmdline (ray/dashboard/modules/job/cli.py); the job supervisor on the head runs the
+    result with `/bin/sh -c` in the head container's environment, which it inherits from the raylet."""
+    spec = job["spec"]
+    submitter = spec.get("submitterPodTemplate", {}).get("spec", {}).get("containers", [{}])[0]
+    words = shell_words(spec["entrypoint"], container_env(submitter), "bash")
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    return shell_words(subprocess.list2cmdline(words), container_env(head), "sh")
+
+
+def rayjob_gpus_and_cpus(job: dict) -> tuple[int, float]:
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    return group["replicas"] * int(limits["nvidia.com/gpu"]), quantity(limits["cpu"])
+
+
+def test_rayjob_storage_and_data_uris_come_from_the_head_environment():
+    job = load(RAYJOB)
+    head = container_env(job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0])
+    for flag in ("storage", "source", "target", "test"):
+        variable = f"DFA_{flag.upper()}"
+        assert f"--{flag} '${variable}'" in job["spec"]["entrypoint"]
+        assert head[variable].startswith("s3://CHANGE-ME/")
+    config, _ = driver_config(rayjob_driver_argv(job), IMAGE_ROOT + "/")
+    assert config.storage == head["DFA_STORAGE"] and config.data.target == head["DFA_TARGET"]
+    assert list(config.data.source) == [head["DFA_SOURCE"]] and config.data.test == head["DFA_TEST"]
+
+
+def test_rayjob_shell_simulation_catches_a_bad_copy():
+    gpus, cpus = rayjob_gpus_and_cpus(load(RAYJOB))
+    # Double quotes: the submitter's own shell expands the variable, to nothing.
+    bad = load(RAYJOB)
+    bad["spec"]["entrypoint"] = bad["spec"]["entrypoint"].replace("'$DFA_STORAGE'", '"$DFA_STORAGE"')
+    config, _ = driver_config(rayjob_driver_argv(bad), IMAGE_ROOT + "/")
+    assert config.storage == ""
+    with pytest.raises(AssertionError):
+        check_gpu_run(config, gpus, cpus)
+    # No quotes: the word vanishes in the submitter, and --storage takes the next flag's place.
+    bad["spec"]["entrypoint"] = bad["spec"]["entrypoint"].replace('"$DFA_STORAGE"', "$DFA_STORAGE")
+    with pytest.raises(SystemExit):
+        driver_config(rayjob_driver_argv(bad), IMAGE_ROOT + "/")
+    # The variable on the workers only: the head's shell, which runs the entrypoint, lacks it.
+    bad = load(RAYJOB)
+    head = bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"] = [e for e in head["env"] if e["name"] != "DFA_STORAGE"]
+    with pytest.raises(SystemExit):
+        driver_config(rayjob_driver_argv(bad), IMAGE_ROOT + "/")
+
+
 def test_rayjob_runs_the_driver_on_every_gpu_and_none_on_the_head():
     job = load(RAYJOB)["spec"]
     cluster = job["rayClusterSpec"]
@@ -483,7 +664,7 @@ def test_rayjob_runs_the_driver_on_every_gpu_and_none_on_the_head():
     images = {c["image"] for t in pod_templates(cluster) for c in t["spec"]["containers"]}
     assert len(images) == 1, "head and workers run the same image"
 
-    config, resume = driver_config(shlex.split(job["entrypoint"]), IMAGE_ROOT + "/")
+    config, resume = driver_config(rayjob_driver_argv({"spec": job}), IMAGE_ROOT + "/")
     check_gpu_run(config, group["replicas"] * int(limits["nvidia.com/gpu"]), quantity(limits["cpu"]))
     # A retry resubmits the same entrypoint on a new cluster: without --resume it would refuse the run.
     assert job.get("backoffLimit", 0) == 0 or resume

@@ -1,13 +1,14 @@
-"""Faults a preemptible cluster sees, on a real multi-node Ray cluster and a real S3 server.
+"""Faults a preemptible cluster sees, on a multi-node Ray cluster and a real S3 server.
 
 One ``ray.cluster_utils.Cluster`` serves the module: a head with no CPUs (as on a cloud cluster, no
-work lands on it) and two worker nodes, each with its own raylet, started after the module's own
-EmbeddedS3 so every node has its credentials. On 2 cores the module takes about 2 minutes.
+work lands on it) and two worker nodes, started after the module's own EmbeddedS3 so every node has
+its credentials. About 1.5 minutes on 2 cores.
 
-- a worker node that hosts a label actor dies mid-stage: every frame is labeled exactly once;
 - a Ray Train worker is killed mid-epoch: training resumes from the last reported checkpoint;
 - the S3 server is down during a label write: the stage waits it out, or, if it stays down, fails
   after the client's bounded retries with an error naming the labels URI.
+
+Losing a whole node mid-labeling is tests/test_localcluster.py, on real ``ray start`` raylets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_actors  # noqa: E402
 
-SMOKE = load_config("configs/smoke.yaml", ["pretrain.epochs=4"])
+SMOKE = load_config("configs/smoke.yaml", ["pretrain.epochs=6"])
 LABEL = LabelConfig(actors=2, batch_size=25, rows_per_block=50, num_cpus=0.5)
 NODE_ARGS = {"num_cpus": 2, "object_store_memory": 256 * 2**20}
 
@@ -71,7 +72,7 @@ def cluster(store):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A 2,000-frame target, a 300-frame target, a 512-frame source and the smoke model's checkpoint."""
+    """A 300-frame target, a 512-frame source and the smoke model's checkpoint."""
     root = tmp_path_factory.mktemp("faults-data")
     write_records(
         synthetic.generate("synthetic-real", "train", 2000, crop_size=48, workers=2), root / "target"
@@ -82,7 +83,7 @@ def inputs(tmp_path_factory):
     )
     torch.manual_seed(0)
     checkpoints.save(PoseModel(SMOKE.model), str(root / "model.pt"), stage="test")
-    return {name: str(root / name) for name in ("target", "small", "source", "model.pt")}
+    return {name: str(root / name) for name in ("small", "source", "model.pt")}
 
 
 def _in_background(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
@@ -120,35 +121,6 @@ def _frame_ids(uri: str) -> list[str]:
     return read_labels(uri, ["frame_id"]).column("frame_id").to_pylist()
 
 
-def test_losing_a_node_mid_labeling_still_labels_every_frame_exactly_once(cluster, inputs, tmp_path):
-    nodes, workers = cluster
-    labels = str(tmp_path / "labels")
-    thread, out = _in_background(
-        lambda: label_frames(inputs["target"], inputs["model.pt"], labels, 1, LABEL, 1.0)
-    )
-    # Ray Data spreads the pool over the nodes: the stage scales out, one actor per worker node here.
-    placed = _wait_for(
-        lambda: (lambda ids: ids if len(ids) == 2 else None)(_labeler_nodes()), 120, "2 actors"
-    )
-    assert placed == {node.node_id for node in workers}
-    time.sleep(2.0)  # let the actors label a few batches first
-    assert thread.is_alive(), "the stage ended before the node could be killed: make the target larger"
-    victim = workers[0]
-    nodes.remove_node(victim, allow_graceful=False)  # SIGKILL to the node's raylet and its workers
-    thread.join(timeout=300)
-    assert not thread.is_alive() and "error" not in out, out.get("error")
-    ids = _frame_ids(labels)
-    assert len(ids) == 2000 and len(set(ids)) == 2000, "every target frame exactly once"
-    assert ray.cluster_resources().get("CPU") == NODE_ARGS["num_cpus"]  # the victim is really gone
-    # As an autoscaler would, replace the node for the tests after this one.
-    workers[0] = nodes.add_node(**NODE_ARGS)
-    nodes.wait_for_nodes()
-
-
-def _labeler_nodes() -> set[str]:
-    return {a.node_id for a in _alive("MapWorker(MapBatches(PseudoLabeler))")}
-
-
 def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs, tmp_path):
     dataset = train.read_source([inputs["source"]])
     ray_storage = str(tmp_path / "ray")
@@ -157,18 +129,16 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs,
             SMOKE, SMOKE.pretrain, {"source": dataset}, dataset.count(), ray_storage, None
         )
     )
+
     # Ray Train writes this snapshot once a reported checkpoint is registered (a checkpoint folder
-    # alone may still be uncommitted: killing then restarts from scratch).
-    _wait_for(
-        lambda: any(
-            f.endswith("checkpoint_manager_snapshot.json")
-            for f in storage.list_files(ray_storage, recursive=True)
-        ),
-        180,
-        "the first reported checkpoint",
-    )
-    victim = _alive("RayTrainWorker")[-1]
-    assert thread.is_alive(), "training ended before a worker could be killed: give it more epochs"
+    # alone may still be uncommitted: killing then restarts from scratch). The state API can lag
+    # behind, so the workers are looked up in the same wait.
+    def reported_and_running() -> list:
+        assert thread.is_alive(), f"training ended before a worker could be killed: {out}"
+        files = storage.list_files(ray_storage, recursive=True)
+        return any(f.endswith("checkpoint_manager_snapshot.json") for f in files) and _alive("RayTrainWorker")
+
+    victim = _wait_for(reported_and_running, 180, "a reported checkpoint and running workers")[-1]
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive() and "error" not in out, out.get("error")
