@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -161,3 +164,31 @@ def assert_subcommand_writes(argv: list[str], out: str, expected: list[dict]) ->
     assert prepare_data.main([*argv, *crop, "--out", out]) == 0
     assert prepare_data.main(["validate", "--decode", out]) == 0
     assert_rows_equal(table_to_rows(read_records(out)), expected)
+
+
+def in_background(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    """Run ``work`` in a daemon thread; the dict gets its ``result`` (or ``error``) and ``seconds``."""
+    out: dict = {}
+
+    def run() -> None:
+        start = time.perf_counter()
+        try:
+            out["result"] = work()
+        except BaseException as exc:  # reported by the test, which owns the assertion
+            out["error"] = exc
+        out["seconds"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it returns something true (returned), failing after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

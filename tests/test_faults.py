@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -31,6 +29,7 @@ from dfa_ray.model import PoseModel
 from dfa_ray.objectstore import EmbeddedS3, free_ports
 from dfa_ray.stages import train
 from dfa_ray.stages.label import label_frames, read_labels
+from tests.helpers import in_background, wait_for
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -86,35 +85,8 @@ def inputs(tmp_path_factory):
     return {name: str(root / name) for name in ("small", "source", "model.pt")}
 
 
-def _in_background(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
-    """Run ``work`` in a thread; the dict gets its result (or error) and its duration."""
-    out: dict = {}
-
-    def run() -> None:
-        start = time.perf_counter()
-        try:
-            out["result"] = work()
-        except BaseException as exc:  # reported by the test, which owns the assertion
-            out["error"] = exc
-        out["seconds"] = time.perf_counter() - start
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
 def _alive(class_name: str) -> list:
     return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], detail=True)
-
-
-def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _frame_ids(uri: str) -> list[str]:
@@ -124,7 +96,7 @@ def _frame_ids(uri: str) -> list[str]:
 def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs, tmp_path):
     dataset = train.read_source([inputs["source"]])
     ray_storage = str(tmp_path / "ray")
-    thread, out = _in_background(
+    thread, out = in_background(
         lambda: train.run_stage(
             SMOKE, SMOKE.pretrain, {"source": dataset}, dataset.count(), ray_storage, None
         )
@@ -138,7 +110,7 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs,
         files = storage.list_files(ray_storage, recursive=True)
         return any(f.endswith("checkpoint_manager_snapshot.json") for f in files) and _alive("RayTrainWorker")
 
-    victim = _wait_for(reported_and_running, 180, "a reported checkpoint and running workers")[-1]
+    victim = wait_for(reported_and_running, 180, "a reported checkpoint and running workers")[-1]
     os.kill(victim.pid, signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive() and "error" not in out, out.get("error")
@@ -151,7 +123,7 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs,
 def test_a_label_write_waits_out_an_s3_outage(cluster, inputs, store):
     labels = store.uri(f"outage-{secrets.token_hex(4)}", "labels")
     store.stop()
-    thread, out = _in_background(
+    thread, out = in_background(
         lambda: label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0)
     )
     time.sleep(6.0)

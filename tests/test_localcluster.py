@@ -15,9 +15,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +28,7 @@ from dfa_ray.localcluster import LocalRay, instructions
 from dfa_ray.model import ModelConfig, PoseModel
 from dfa_ray.objectstore import EmbeddedS3
 from dfa_ray.stages.label import label_frames, read_labels
+from tests.helpers import in_background, wait_for
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -94,31 +92,6 @@ def inputs(s3):
     return {"target": target, "model": model, "labels": s3.uri(prefix, "labels"), "frame_ids": frame_ids}
 
 
-def _in_background(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
-    """Run ``work`` in a thread; the dict gets its error, if any."""
-    out: dict = {}
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as exc:  # reported by the test, which owns the assertion
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _live_processes(pgid: int | None = None, pid: int | None = None) -> list[int]:
     """Pids of processes in group ``pgid`` (or the process ``pid``) that still run; zombies, which
     only wait for a parent to reap them, do not count."""
@@ -138,10 +111,10 @@ def _live_processes(pgid: int | None = None, pid: int | None = None) -> list[int
 
 def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluster, inputs):
     groups = [node.process.pid for node in cluster.workers] + [cluster._process.pid]
-    thread, out = _in_background(
+    thread, out = in_background(
         lambda: label_frames(inputs["target"], inputs["model"], inputs["labels"], 1, LABEL, 1.0)
     )
-    actors = _wait_for(
+    actors = wait_for(
         lambda: (lambda found: found if len(found) == 2 else None)(
             list_actors(filters=[("class_name", "=", LABELER), ("state", "=", "ALIVE")], detail=True)
         ),
@@ -153,7 +126,7 @@ def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluste
     # Kill once labeling is under way. Earlier, Ray Data is still listing the input with FooterReader
     # actors, and losing one of those fails the whole Dataset (measured, Ray 2.60): a retry of the
     # stage's window, not of the actor pool this test is about.
-    _wait_for(
+    wait_for(
         lambda: list_tasks(filters=[("name", "=", f"{LABELER}.submit"), ("state", "=", "FINISHED")]),
         120,
         "the first labeled batch",
@@ -164,7 +137,7 @@ def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluste
     victim = cluster.kill_node(index)
     assert not victim.running
     # SIGKILL is delivered to the group at once, but each process takes a moment to die.
-    _wait_for(lambda: not _live_processes(pgid=victim.process.pid), 10, f"{victim.name}'s group to die")
+    wait_for(lambda: not _live_processes(pgid=victim.process.pid), 10, f"{victim.name}'s group to die")
 
     thread.join(timeout=300)
     assert not thread.is_alive() and "error" not in out, out.get("error")
@@ -173,14 +146,14 @@ def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluste
         f"every frame exactly once: {len(ids)} labels, {len(set(ids))} distinct, of {FRAMES} frames"
     )
     # The node is really gone: Ray declares it dead, and its actor's process no longer runs.
-    _wait_for(lambda: victim.name not in cluster.alive_nodes(), 60, f"{victim.name} to be declared dead")
-    _wait_for(lambda: not _live_processes(pid=victim_actor.pid), 30, "the killed node's actor to exit")
+    wait_for(lambda: victim.name not in cluster.alive_nodes(), 60, f"{victim.name} to be declared dead")
+    wait_for(lambda: not _live_processes(pid=victim_actor.pid), 30, "the killed node's actor to exit")
     assert cluster.workers[1 - index].running
 
     ray.shutdown()  # a driver still connected holds the head's shutdown up for 30 s (measured)
     cluster.stop()  # the fixture's stop() then finds nothing left to do
     assert not cluster.running and not any(node.running for node in cluster.workers)
-    _wait_for(lambda: not any(_live_processes(pgid=g) for g in groups), 30, "every node's processes to exit")
+    wait_for(lambda: not any(_live_processes(pgid=g) for g in groups), 30, "every node's processes to exit")
 
 
 def test_cli_instructions_print_no_secret_yet_recover_it(s3, tmp_path):
@@ -219,7 +192,7 @@ def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
     with open(output, "w") as out:
         cli = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     try:
-        _wait_for(lambda: "Ctrl-C" in output.read_text() or cli.poll() is not None, 120, "the CLI to print")
+        wait_for(lambda: "Ctrl-C" in output.read_text() or cli.poll() is not None, 120, "the CLI to print")
         text = output.read_text()
         assert cli.poll() is None, text
         gcs = int(re.search(r"export RAY_ADDRESS=127\.0\.0\.1:(\d+)", text)[1])
@@ -230,7 +203,7 @@ def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
         assert _ray_processes_of(s3), "the S3 server runs"
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=90) == 0, output.read_text()
-        _wait_for(lambda: not _ray_processes_of(gcs) and not _ray_processes_of(s3), 30, "the cluster to stop")
+        wait_for(lambda: not _ray_processes_of(gcs) and not _ray_processes_of(s3), 30, "the cluster to stop")
     finally:
         if cli.poll() is None:  # the nodes are in sessions of their own: give it the chance to stop them
             cli.send_signal(signal.SIGTERM)
