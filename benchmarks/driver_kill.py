@@ -14,6 +14,7 @@ committed and whole. Stops after ``--kills`` kills and writes a JSON report.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -23,14 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dfa_ray import storage
-from dfa_ray.config import Config, load_config
-from dfa_ray.data.records import read_records
-from dfa_ray.drills import KILL_POINTS, KillPoint, audit, repo_root, run_driver
+from dfa_ray.config import load_config
+from dfa_ray.drills import KILL_POINTS, KillPoint, audit, repo_root, run_driver, synthetic_target_ids
 from dfa_ray.localcluster import LocalRay
 from dfa_ray.objectstore import EmbeddedS3
 from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import synthetic_name
 
 CONFIG = "configs/smoke.yaml"
 
@@ -68,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, EmbeddedS3(Path(scratch) / "s3", bucket="drill") as s3:
         os.environ.update(s3.env())  # this process audits the runs in the store
         with LocalRay(num_cpus=2, env=s3.env()) as head:
-            env = {**head.env, "RAY_ADDRESS": f"127.0.0.1:{head.gcs_port}"}
+            env = {**head.env, "RAY_ADDRESS": head.address}
             root = s3.uri(f"drill-{secrets.token_hex(4)}")
             base = ["--config", CONFIG, "--storage", root, "--rounds", str(args.rounds)]
+            # Read once, after the first attempt has rendered the data.
+            targets = functools.cache(lambda: synthetic_target_ids(root, smoke))
             records, kills, started = [], 0, time.perf_counter()
             while kills < args.kills:
                 name = f"run{len(records)}"
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                             print(done.output[-3000:], file=sys.stderr)
                         break  # the run ended first (or failed): no kill to count
                     kills += 1
-                    problems = audit(run, _targets(root, smoke))
+                    problems = audit(run, targets())
                     attempts.append({"kill": label, "seconds": round(done.seconds, 1),
                                      "committed": run.committed_rounds(), "problems": problems})  # fmt: skip
                     print(f"{name}: killed at {label} after {done.seconds:.0f} s; committed "
                           f"{run.committed_rounds()}; audit {problems or 'clean'}", flush=True)  # fmt: skip
                 final = run_driver([*base, "--run-name", name, "--resume"], env, repo, timeout=900)
-                problems = audit(run, _targets(root, smoke))
+                problems = audit(run, targets())
                 finished = final.returncode == 0 and run.committed_rounds() == list(range(args.rounds + 1))
                 print(
                     f"{name}: resumed to the end in {final.seconds:.0f} s: exit {final.returncode}, "
@@ -120,14 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"{good} of {len(points)} kill points resumed correctly; report {args.out}")
     return 0 if points and good == len(points) else 1
-
-
-def _targets(root: str, config: Config) -> list[str]:
-    data = config.data
-    uri = storage.join(
-        root, "data", synthetic_name("synthetic-real", "train", data.synthetic_target_frames, data)
-    )
-    return read_records(uri, columns=["frame_id"]).column("frame_id").to_pylist()
 
 
 if __name__ == "__main__":

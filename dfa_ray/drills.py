@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfa_ray import storage
+from dfa_ray.config import Config
+from dfa_ray.data.records import read_records
 from dfa_ray.rundir import RunDir
+from dfa_ray.selftrain import synthetic_uri
 from dfa_ray.stages.label import read_labels
 
 # The driver's progress lines that start each part of a run (see selftrain.self_train).
@@ -153,6 +156,14 @@ def audit(run: RunDir, target_ids: Sequence[str]) -> list[str]:
     if logged != stages and logged != stages[:-1]:
         problems.append(f"metrics.jsonl lists {logged}, the committed stages are {stages}")
     return problems
+
+
+def synthetic_target_ids(storage_uri: str, config: Config) -> list[str]:
+    """The frame_ids of the synthetic target that runs of ``config`` on ``storage_uri`` label (what
+    ``audit`` expects); the first run renders it."""
+    data = config.data
+    uri = synthetic_uri(storage_uri, "synthetic-real", "train", data.synthetic_target_frames, data)
+    return read_records(uri, columns=["frame_id"]).column("frame_id").to_pylist()
 
 
 def repo_root() -> Path:

@@ -56,10 +56,15 @@ def synthetic_name(domain: str, split: str, n: int, data: DataConfig) -> str:
     return f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}-v{version}"
 
 
+def synthetic_uri(storage_uri: str, domain: str, split: str, n: int, data: DataConfig) -> str:
+    """Where a rendered synthetic split lives: ``<storage>/data/<synthetic_name>``."""
+    return storage.join(storage_uri, "data", synthetic_name(domain, split, n, data))
+
+
 def synthetic_dataset(storage_uri: str, domain: str, split: str, n: int, config: Config, log: Log) -> str:
-    """``<storage>/data/<domain>-<split>-...``, rendered on first use; a marker file says it is complete."""
+    """``synthetic_uri``, rendered on first use; a marker file says it is complete."""
     data = config.data
-    uri = storage.join(storage_uri, "data", synthetic_name(domain, split, n, data))
+    uri = synthetic_uri(storage_uri, domain, split, n, data)
     marker = storage.join(uri, "_COMPLETE")
     if storage.exists(marker):
         return uri

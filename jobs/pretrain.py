@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from dfa_ray.cli import DRIVER_ERRORS, build_parser, exit_code, overrides
+from dfa_ray.cli import build_parser, overrides, run_driver
 from dfa_ray.config import Config, load_config
 from dfa_ray.selftrain import load_inputs, open_run, pretrain
 
@@ -51,12 +51,7 @@ def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = prin
 
 def main(argv: list[str] | None = None) -> int:
     """Run the pretraining stage; exit 2 on a bad config, an existing run, an unusable input or storage."""
-
-    def run() -> None:
-        config, resume = parse_config(argv)
-        run_pretrain(config, resume, log=lambda line: print(line, flush=True))
-
-    return exit_code(run, DRIVER_ERRORS)
+    return run_driver("pretrain", __doc__, argv, run_pretrain)
 
 
 if __name__ == "__main__":

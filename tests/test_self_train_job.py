@@ -16,12 +16,10 @@ import pytest
 
 from dfa_ray import storage
 from dfa_ray.config import load_config
-from dfa_ray.data.records import read_records
-from dfa_ray.drills import KILL_POINTS, KillPoint, audit, run_driver
+from dfa_ray.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
 from dfa_ray.localcluster import LocalRay
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import synthetic_name
 from dfa_ray.stages.label import read_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +45,7 @@ def _entrypoint(storage_uri: str, run_name: str, *extra: str, rounds: int = 2) -
 
 
 def _target_frames(storage_uri: str) -> list[str]:
-    name = synthetic_name("synthetic-real", "train", SMOKE.data.synthetic_target_frames, SMOKE.data)
-    uri = storage.join(storage_uri, "data", name)
-    return sorted(read_records(uri, columns=["frame_id"]).column("frame_id").to_pylist())
+    return sorted(synthetic_target_ids(storage_uri, SMOKE))
 
 
 def _check_committed_rounds(run: RunDir, targets: list[str]) -> None:
@@ -102,7 +98,7 @@ def test_a_driver_killed_at_each_stage_resumes_and_never_commits_a_partial_round
     """SIGKILL the driver (its whole process group) during labeling, selection and adaptation, and
     right after a round's checkpoint; after each kill the committed stages are whole, and --resume
     goes on from the last of them, never redoing a committed stage."""
-    env = {**ray_head.env, "RAY_ADDRESS": f"127.0.0.1:{ray_head.gcs_port}"}
+    env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
     run, targets = RunDir(storage_uri, "killed"), _target_frames(storage_uri)
     args = _entrypoint(storage_uri, "killed", rounds=1)[2:]
     output = []
