@@ -7,9 +7,10 @@
                                              COMMITTED.json
 
 A stage is **committed** when its ``COMMITTED.json`` exists; that manifest is written last, after
-every other output of the stage, and holds the stage's statistics and evaluation. Nothing reads an
-uncommitted stage: resuming deletes it and runs it again. ``metrics.jsonl`` is regenerated from the
-committed manifests, so it never holds a line of a stage that was rerun.
+every other output of the stage, and holds the stage's statistics, its evaluation and the seconds
+each of its steps took. Nothing reads an uncommitted stage: resuming deletes it and runs it again.
+``metrics.jsonl`` is regenerated from the committed manifests, so it never holds a line of a stage
+that was rerun.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
@@ -152,6 +153,15 @@ def load_inputs(config: Config, log: Log) -> tuple[list[str], str, Frames]:
     return source, target, load_frames(test_uri, config.model.input_size)
 
 
+@contextmanager
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall-clock seconds of the block as ``seconds[stage]``: the manifest keeps them, so
+    a run says where its time went (``benchmarks/README.md``, time per round)."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = round(time.perf_counter() - start, 2)
+
+
 def evaluation(model: PoseModel, test: Frames, stage: str, round_index: int) -> dict:
     """The metrics.jsonl record of one evaluation."""
     summary = evaluate(model, test)
@@ -165,19 +175,25 @@ def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: 
     committed evaluation. ``self_train`` and ``jobs/pretrain.py`` both run the stage through this.
     """
     run.clear(0)
+    seconds: dict[str, float] = {}
     if config.init_checkpoint:
         model, _ = checkpoints.load(config.init_checkpoint)
         stats = {"init_checkpoint": config.init_checkpoint}
     else:
         log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(source)}")
-        dataset = train.read_source(source)
-        model, stats = train.run_stage(
-            config, config.pretrain, {"source": dataset}, dataset.count(), run.ray_storage(0), None
-        )
-    checkpoints.save(model, run.model(0), stage="pretrain")
+        with timed(seconds, "read"):
+            dataset = train.read_source(source)
+            num_frames = dataset.count()
+        with timed(seconds, "train"):
+            model, stats = train.run_stage(
+                config, config.pretrain, {"source": dataset}, num_frames, run.ray_storage(0), None
+            )
+    with timed(seconds, "checkpoint"):
+        checkpoints.save(model, run.model(0), stage="pretrain")
     log(f"pretrain: checkpoint {run.model(0)}")
-    result = evaluation(model, test, "pretrain", 0)
-    run.commit(0, {"training": stats, "evaluation": result})
+    with timed(seconds, "evaluate"):
+        result = evaluation(model, test, "pretrain", 0)
+    run.commit(0, {"training": stats, "evaluation": result, "seconds": seconds})
     log(_line(result))
     return result
 
@@ -202,29 +218,35 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
         run.clear(k)
         previous = run.model(k - 1)
         fraction = policy.fraction(k - 1)
-        start = time.perf_counter()
+        seconds: dict[str, float] = {}
         log(f"round {k}: labeling {num_target} target frames with {config.label.actors} actors")
-        label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
-        log(f"round {k}: labeled in {time.perf_counter() - start:.0f} s; selecting the top {fraction:.0%}")
-        selection = label.select_labels(
-            run.labels(k), run.selected(k), fraction, config.label.max_error_fraction, num_target
-        )
+        with timed(seconds, "label"):
+            label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
+        log(f"round {k}: labeled in {seconds['label']:.0f} s; selecting the top {fraction:.0%}")
+        with timed(seconds, "select"):
+            selection = label.select_labels(
+                run.labels(k), run.selected(k), fraction, config.label.max_error_fraction, num_target
+            )
         log(
             f"round {k}: kept {selection['num_kept']} of {selection['num_frames']} frames, threshold "
             f"{selection['threshold']}, {selection['num_failed']} could not be labeled"
         )
-        datasets = {
-            "source": train.read_source(source),
-            "target": train.read_selected_target(target, run.selected(k), config.label.rows_per_block),
-        }
+        with timed(seconds, "read"):
+            datasets = {
+                "source": train.read_source(source),
+                "target": train.read_selected_target(target, run.selected(k), config.label.rows_per_block),
+            }
         log(f"round {k}: adapting for {config.adapt.epochs} epochs on {selection['num_kept']} target frames")
-        model, stats = train.run_stage(
-            config, config.adapt, datasets, selection["num_kept"], run.ray_storage(k), previous
-        )
-        checkpoints.save(model, run.model(k), stage="round", round=k)
+        with timed(seconds, "adapt"):
+            model, stats = train.run_stage(
+                config, config.adapt, datasets, selection["num_kept"], run.ray_storage(k), previous
+            )
+        with timed(seconds, "checkpoint"):
+            checkpoints.save(model, run.model(k), stage="round", round=k)
         log(f"round {k}: checkpoint {run.model(k)}")
-        result = evaluation(model, test, "round", k)
-        run.commit(k, {"selection": selection, "training": stats, "evaluation": result})
+        with timed(seconds, "evaluate"):
+            result = evaluation(model, test, "round", k)
+        run.commit(k, {"selection": selection, "training": stats, "evaluation": result, "seconds": seconds})
         log(_line(result))
     return [run.read_manifest(k)["evaluation"] for k in run.committed_rounds()]
 

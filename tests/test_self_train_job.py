@@ -72,6 +72,12 @@ def test_self_train_job_runs_every_stage(ray_head, storage_uri, s3):
     assert [(r["stage"], r["round"]) for r in records] == [("pretrain", 0), ("round", 1), ("round", 2)]
     assert all(r["num_frames"] == SMOKE.data.synthetic_test_frames and r["mpjpe"] > 0 for r in records)
     assert "round 2: MPJPE" in done.logs
+    # Each manifest says where the stage's time went.
+    assert set(run.read_manifest(0)["seconds"]) == {"read", "train", "checkpoint", "evaluate"}
+    for k in (1, 2):
+        seconds = run.read_manifest(k)["seconds"]
+        assert set(seconds) == {"label", "select", "read", "adapt", "checkpoint", "evaluate"}
+        assert seconds["label"] > 0 and seconds["adapt"] > 0
     _assert_no_secret(s3, done.logs, run)
 
 
