@@ -141,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default=str(repo_root() / "configs" / "demo.yaml"))
+    parser.add_argument("--config", default="configs/demo.yaml", help="relative to the repository root")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -164,7 +164,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, EmbeddedS3(Path(scratch) / "s3", bucket="scaling") as s3:
         os.environ.update(s3.env())
         config = config_module.load_config(
-            args.config, [f"storage={s3.uri('runs')}", "run_name=scaling", f"rounds={args.rounds}"]
+            repo_root() / args.config,
+            [f"storage={s3.uri('runs')}", "run_name=scaling", f"rounds={args.rounds}"],
         )
         with LocalRay(env=s3.env(), worker_nodes=args.nodes, worker_cpus=args.node_cpus) as cluster:
             ray.init(address=cluster.address, logging_level="warning")
