@@ -10,8 +10,8 @@ Measured by this script on the machine it runs on:
   thread, as in one actor.
 - **JPEG decode per training image** (``decode_resized``, one thread), the CPU work of a train step.
 - **Bytes per frame** of 256 px JPEG crops (the converters' format, quality 95) of synthetic-real renders.
-- **The label actor's frames/s with the paper's model on this machine's device.** This is a direct
-  measurement on a GPU machine, and it replaces the assumed GPU throughput.
+- **The label actor's frames/s with the paper's model on this machine's device.** On a GPU machine
+  this is the GPU label actor's rate, and the model uses it in place of ``--inference-tflops``.
 
 Taken from ``--scaling`` (``benchmarks/scaling.py``'s report): the label bytes per frame.
 
@@ -120,18 +120,18 @@ def measure(config: Config, frames: int, device_frames: int, repeats: int) -> di
     torch.manual_seed(0)
     size = config.model.input_size
     model = PoseModel(config.model)
-    images = jpeg_frames(frames, size)
+    images = jpeg_frames(max(frames, device_frames), size)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     stages = len(config.model.depths)
     narrow = dataclasses.replace(
         config.model, block="basic", depths=(1,) * stages, widths=(8,) * stages, stem_width=8, decoder_width=8
     )
-    _, cpu_side = label_seconds(PoseModel(narrow), images, config, repeats)
-    decode = decode_seconds(images, size)
+    _, cpu_side = label_seconds(PoseModel(narrow), images[:frames], config, repeats)
+    decode = decode_seconds(images[:frames], size)
     torch.set_num_threads(os.cpu_count() or 1)
     cv2.setNumThreads(os.cpu_count() or 1)
-    per_frame, _ = label_seconds(model, images[:device_frames], config, 1)
+    per_frame, _ = label_seconds(model, images[:device_frames], config, repeats)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} threads"
     return {
         "parameters": num_parameters(model),
@@ -232,13 +232,18 @@ def main() -> None:
     add("--gpu-node-usd", type=float, default=1.212, help="per GPU node-hour (g5.2xlarge on-demand, assumed)")
     add("--head-usd", type=float, default=0.768, help="per head-hour (m5.4xlarge on-demand, assumed)")
     add("--measure-frames", type=int, default=64)
-    add("--device-frames", type=int, default=8, help="frames the paper-model device measurement labels")
+    add(
+        "--device-frames", type=int, help="frames per repeat of the device measurement (8 on CPU, 256 on GPU)"
+    )
     add("--repeats", type=int, default=3)
     add("--out", default="runs/extrapolate.json")
     args = parser.parse_args()
 
     config = config_module.load_config(repo_root() / args.config)
-    measured = measure(config, args.measure_frames, args.device_frames, args.repeats)
+    device_frames = args.device_frames or (256 if torch.cuda.is_available() else 8)
+    measured = measure(config, args.measure_frames, device_frames, args.repeats)
+    if torch.cuda.is_available() and args.gpu_label_fps is None:
+        args.gpu_label_fps = measured["paper_model_label_frames_per_s"]  # measured beats modelled
     scaling = json.loads(Path(args.scaling).read_text())
     measured["label_bytes_per_frame"] = scaling["label_actors"][0]["label_bytes_per_frame"]
     print(json.dumps(measured, indent=1), flush=True)
