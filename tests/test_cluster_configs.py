@@ -1,6 +1,7 @@
-"""cluster/aws.yaml, cluster/kuberay-rayjob.yaml, cluster/iam-policy.json and cluster/README.md: valid for
-Ray and KubeRay, the driver accepts the commands they run, GPUs are requested and used, no Ray port or
-credential is exposed, and the nodes' S3 policy reaches the run bucket only.
+"""cluster/aws.yaml, cluster/kuberay-rayjob.yaml, cluster/iam-policy.json, cluster/README.md and the
+README's "Running on a cluster": valid for Ray and KubeRay, the driver accepts the commands they run,
+GPUs are requested and used, no Ray port or credential is exposed, and the nodes' S3 policy reaches
+the run bucket only.
 
 Fast and offline: YAML and JSON parsing, Ray's own autoscaler schema and defaults, the shells the RayJob
 entrypoint passes through, and the driver's argument parsing and config loading (the job itself is
@@ -437,10 +438,9 @@ def aws_gpus_and_cpus() -> tuple[int, float]:
     return gpu["max_workers"] * gpu["resources"]["GPU"], gpu["resources"]["CPU"]
 
 
-@pytest.mark.parametrize("path", [AWS, README], ids=lambda p: p.name)
-def test_submit_commands_in_the_docs_run_the_driver_on_the_gpus(path):
-    commands = submit_commands(path.read_text())
-    assert commands, f"no `ray job submit` command in {path}"
+def check_submit_commands(text: str, where: str) -> None:
+    commands = submit_commands(text)
+    assert commands, f"no `ray job submit` command in {where}"
     gpus, node_cpus = aws_gpus_and_cpus()
     for tokens in commands:
         split = tokens.index("--")
@@ -449,6 +449,19 @@ def test_submit_commands_in_the_docs_run_the_driver_on_the_gpus(path):
         assert submit[submit.index("--address") + 1] == "http://127.0.0.1:8265", "only through the tunnel"
         config, _ = driver_config(driver, "")
         check_gpu_run(config, gpus, node_cpus)
+
+
+@pytest.mark.parametrize("path", [AWS, README], ids=lambda p: p.name)
+def test_submit_commands_in_the_docs_run_the_driver_on_the_gpus(path):
+    check_submit_commands(path.read_text(), str(path))
+
+
+def test_the_readmes_cluster_section_submits_the_paper_config_on_the_gpus():
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Running on a cluster")
+    section = text[start : text.index("\n## ", start)]
+    assert "ray up cluster/aws.yaml" in section and "kubectl apply -f cluster/kuberay-rayjob.yaml" in section
+    check_submit_commands(section, "README.md, Running on a cluster")
 
 
 def test_submit_command_parsing_catches_a_bad_copy():
