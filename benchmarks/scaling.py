@@ -74,7 +74,9 @@ def round_stages(run: RunDir, num_target: int) -> list[dict]:
     return rows
 
 
-def label_scaling(config: Config, run: RunDir, target: str, s3: EmbeddedS3, counts: list[int]) -> list[dict]:
+def label_scaling(
+    config: Config, run: RunDir, target: str, num_target: int, s3: EmbeddedS3, counts: list[int]
+) -> list[dict]:
     """Frames/s of the label stage for each actor count (same frames, the pretrained model)."""
     rows = []
     for actors in counts:
@@ -83,7 +85,7 @@ def label_scaling(config: Config, run: RunDir, target: str, s3: EmbeddedS3, coun
         label_frames(target, run.model(0), labels, 1, dataclasses.replace(config.label, actors=actors), 1.0)
         seconds = time.perf_counter() - start
         ids = read_labels(labels, ["frame_id"]).column("frame_id").to_pylist()
-        assert len(ids) == len(set(ids)), "every frame exactly once"
+        assert len(ids) == len(set(ids)) == num_target, "every frame exactly once"
         rows.append(
             {
                 "actors": actors,
@@ -179,7 +181,7 @@ def main() -> None:
             report["image_bytes_per_frame"] = round(total_bytes(target) / num_target, 1)
             report["rounds"] = round_stages(run, num_target)
             print(json.dumps(report["rounds"], indent=1), flush=True)
-            report["label_actors"] = label_scaling(config, run, target, s3, args.actors)
+            report["label_actors"] = label_scaling(config, run, target, num_target, s3, args.actors)
             report["train_workers"] = train_scaling(
                 config, run, source, target, s3, args.workers, args.adapt_epochs
             )
