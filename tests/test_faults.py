@@ -71,11 +71,8 @@ def cluster(store):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A 300-frame target, a 512-frame source and the smoke model's checkpoint."""
+    """A 300-frame target ("small"), a 512-frame source and the smoke model's checkpoint."""
     root = tmp_path_factory.mktemp("faults-data")
-    write_records(
-        synthetic.generate("synthetic-real", "train", 2000, crop_size=48, workers=2), root / "target"
-    )
     write_records(synthetic.generate("synthetic-real", "train", 300, crop_size=48), root / "small")
     write_records(
         synthetic.generate("synthetic-source", "train", 512, crop_size=48, workers=2), root / "source"
