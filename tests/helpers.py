@@ -144,13 +144,18 @@ def write_raw(path, rows_or_table, **kwargs) -> str:
     return str(path)
 
 
-def load_job(name: str) -> ModuleType:
-    """Import ``jobs/<name>.py`` (the jobs folder is scripts, not a package) as a module."""
-    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+def load_script(path: str) -> ModuleType:
+    """Import a script of the repository (``jobs/`` and ``benchmarks/`` are not packages) as a fresh
+    module; ``path`` is relative to the repository root."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, Path(__file__).resolve().parents[1] / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_job(name: str) -> ModuleType:
+    """Import ``jobs/<name>.py`` as a module."""
+    return load_script(f"jobs/{name}.py")
 
 
 # What the converter CLI tests compare against: each converter called directly with this crop.

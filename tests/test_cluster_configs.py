@@ -11,7 +11,6 @@ replaced by a stub that records the config it was given).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import ipaddress
 import json
 import os
@@ -27,6 +26,7 @@ import ray
 import yaml
 
 from dfa_ray.config import Config
+from tests.helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 AWS = REPO / "cluster" / "aws.yaml"
@@ -407,9 +407,7 @@ def driver_config(argv: list[str], root: str) -> tuple[Config, bool]:
     config_path = config_path if config_path.is_absolute() else REPO / config_path
     assert config_path.is_file(), config_path
     args[args.index("--config") + 1] = str(config_path)
-    spec = importlib.util.spec_from_file_location("self_train_under_test", REPO / DRIVER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(DRIVER)
     seen = {}
 
     def stub(config: Config, resume: bool, log: Any) -> int:

@@ -1,17 +1,15 @@
 """The GPU-cluster model of benchmarks/extrapolate.py: its arithmetic, on hand-set inputs."""
 
 import argparse
-import importlib.util
 
 import pytest
 
 from dfa_ray import config as config_module
 from dfa_ray.drills import repo_root
 from dfa_ray.model import ModelConfig, PoseModel
+from tests.helpers import load_script
 
-_SPEC = importlib.util.spec_from_file_location("extrapolate", repo_root() / "benchmarks" / "extrapolate.py")
-extrapolate = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(extrapolate)
+extrapolate = load_script("benchmarks/extrapolate.py")
 
 MEASURED = {
     "parameters": 25_000_000,
