@@ -127,18 +127,17 @@ def audit(run: RunDir, target_ids: Sequence[str]) -> list[str]:
     """What is wrong with ``run``'s committed stages (empty: every committed stage is whole)."""
     problems = []
     expected = sorted(target_ids)
-    committed = run.committed_rounds()
-    for k in committed:
+    manifests = {k: run.read_manifest(k) for k in run.committed_rounds()}
+    for k, manifest in manifests.items():
         where = "pretrain" if k == 0 else f"round {k}"
         if not storage.is_file(run.model(k)):
             problems.append(f"{where}: committed without its model {run.model(k)}")
         if k == 0:
             continue
-        manifest = run.read_manifest(k)
         try:
             labeled = sorted(read_labels(run.labels(k), ["frame_id"]).column("frame_id").to_pylist())
             kept = read_labels(run.selected(k), ["frame_id"]).num_rows
-        except (OSError, FileNotFoundError) as exc:
+        except OSError as exc:
             problems.append(f"{where}: committed, but its labels cannot be read: {exc}")
             continue
         if labeled != expected:
@@ -147,7 +146,7 @@ def audit(run: RunDir, target_ids: Sequence[str]) -> list[str]:
         if kept != manifest["selection"]["num_kept"]:
             problems.append(f"{where}: selected.parquet has {kept} rows, the manifest says "
                             f"{manifest['selection']['num_kept']}")  # fmt: skip
-    stages = [(m["stage"], m["round"]) for m in (run.read_manifest(k)["evaluation"] for k in committed)]
+    stages = [(m["evaluation"]["stage"], m["evaluation"]["round"]) for m in manifests.values()]
     logged = []
     if storage.exists(run.metrics):
         text = storage.read_bytes(run.metrics).decode()
