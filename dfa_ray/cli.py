@@ -95,6 +95,12 @@ def exit_code(run: Callable[[], object], usage_errors: tuple[type[BaseException]
         return 2
 
 
+def parse_config(prog: str, description: str, argv: list[str] | None) -> tuple[Config, bool]:
+    """The config the driver flags in ``argv`` make, and whether ``--resume`` was given."""
+    args = build_parser(prog, description).parse_args(argv)
+    return load_config(args.config, overrides(args)), args.resume
+
+
 def run_driver(
     prog: str,
     description: str,
@@ -105,9 +111,7 @@ def run_driver(
     printing log lines as they come; exit 2 with one ``error:`` line on any of DRIVER_ERRORS."""
 
     def body() -> object:
-        args = build_parser(prog, description).parse_args(argv)
-        return job(
-            load_config(args.config, overrides(args)), args.resume, lambda line: print(line, flush=True)
-        )
+        config, resume = parse_config(prog, description, argv)
+        return job(config, resume, lambda line: print(line, flush=True))
 
     return exit_code(body, DRIVER_ERRORS)

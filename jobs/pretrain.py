@@ -26,15 +26,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from dfa_ray.cli import build_parser, overrides, run_driver
-from dfa_ray.config import Config, load_config
+from dfa_ray import cli
+from dfa_ray.config import Config
 from dfa_ray.selftrain import load_inputs, open_run, pretrain
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:
     """The config the flags in ``argv`` make (as the driver would), and whether ``--resume`` was given."""
-    args = build_parser("pretrain", __doc__).parse_args(argv)
-    return load_config(args.config, overrides(args)), args.resume
+    return cli.parse_config("pretrain", __doc__, argv)
 
 
 def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = print) -> dict | None:
@@ -51,7 +50,7 @@ def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = prin
 
 def main(argv: list[str] | None = None) -> int:
     """Run the pretraining stage; exit 2 on a bad config, an existing run, an unusable input or storage."""
-    return run_driver("pretrain", __doc__, argv, run_pretrain)
+    return cli.run_driver("pretrain", __doc__, argv, run_pretrain)
 
 
 if __name__ == "__main__":
