@@ -32,7 +32,7 @@ import torch
 from dfa_ray import checkpoints, metrics
 from dfa_ray.config import Config
 from dfa_ray.dann import DANNNet, dann_fit
-from dfa_ray.model import PoseModel, predict
+from dfa_ray.model import PoseModel, create_model, predict
 from dfa_ray.policy import Policy, Selection, select
 from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance
 from dfa_ray.stages.label import frame_views
@@ -199,7 +199,7 @@ def pretrain_trial(
         raise ValueError(f"'Only target' needs 3D labels on every target frame; {missing} lack them")
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = PoseModel(config.model).to(device(config))
+    model = create_model(config.model).to(device(config))
     training = fit(model, frames, config.pretrain, seed, log, config.label.equivariance)
     result = _result(
         method, seed, [_evaluate(model, data, 0, training=training[-1])], model, data, config, start

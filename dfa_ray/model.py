@@ -196,6 +196,14 @@ class PoseModel(nn.Module):
         return self.decoder(self.encoder(images))
 
 
+def create_model(config: ModelConfig) -> PoseModel:
+    """A new network for training: ``PoseModel(config)`` with the backbone's pretrained weights, if any.
+
+    Checkpoints rebuild with ``PoseModel`` itself: their weights replace any pretrained ones.
+    """
+    return PoseModel(config)
+
+
 def num_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -28,7 +28,7 @@ from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
-from dfa_ray.model import PoseModel
+from dfa_ray.model import PoseModel, create_model
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
 from dfa_ray.training import Frames, TrainConfig, frames_batch, make_optimizer
@@ -129,7 +129,7 @@ def train_loop(loop: dict) -> None:
     if loop["init_checkpoint"]:
         model, _ = checkpoints.load(loop["init_checkpoint"])
     else:
-        model = PoseModel(loop["model"])
+        model = create_model(loop["model"])
     device = ray.train.torch.get_device()
     net = ray.train.torch.prepare_model(DFANet(model, dfa=adapting and stage.dfa))
     model = net.module.model if hasattr(net, "module") else net.model
