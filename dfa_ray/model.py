@@ -1,7 +1,10 @@
-"""A MargiPose-style network: a ResNet-style ``encoder`` and a ``decoder`` of three marginal heatmaps.
+"""A MargiPose-style network: an ``encoder`` and a ``decoder`` of three marginal heatmaps.
 
-The encoder is a plain-torch ResNet (basic or bottleneck blocks, configurable depth and width).
-The decoder upsamples encoder features to the heatmap grid and emits, per joint:
+The encoder is chosen by ``model.backbone`` (``dfa_ray.backbones``): the from-scratch ResNet-style
+network below (basic or bottleneck blocks, configurable depth and width), EfficientNet-Lite0 with
+the ImageNet weights that ship with it, or a torchvision-layout ResNet cut at stride 8 whose weights
+the user supplies. ``create_model`` loads the pretrained weights (``model.pretrained``). The decoder upsamples
+encoder features to the heatmap grid and emits, per joint:
 
 - ``xy`` — image-aligned, a 1x1 convolution of the upsampled features;
 - ``xz`` — rows are depth bins, columns image x: features are pooled over image rows into one
@@ -21,18 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfa_ray import backbones
 from dfa_ray.heatmaps import Marginals, soft_argmax
 from dfa_ray.skeleton import NUM_JOINTS
-
-# ImageNet statistics: a convention for RGB inputs in [0, 1] that keeps pretrained backbones usable.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network shape. The defaults are a ~1M-parameter model for 64 px crops on a CPU."""
+    """Network shape. The defaults are a ~1M-parameter model for 64 px crops on a CPU.
 
+    ``block``, ``depths``, ``widths``, ``stem_*`` shape the from-scratch ``resnet`` backbone only.
+    ``pretrained``: None (random init), ``imagenet`` (weights shipped with the backbone:
+    efficientnet_lite0), or a path / ``s3://`` URI / URL of a torchvision-layout state_dict.
+    """
+
+    backbone: str = "resnet"
+    pretrained: str | None = None
     input_size: int = 64
     heatmap_size: int = 16
     block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and up)
@@ -44,6 +51,14 @@ class ModelConfig:
     num_joints: int = NUM_JOINTS
 
     def __post_init__(self) -> None:
+        if self.backbone not in backbones.NAMES:
+            raise ValueError(
+                f"model.backbone must be one of {', '.join(backbones.NAMES)}, got {self.backbone!r}"
+            )
+        if self.pretrained is not None and self.backbone == "resnet":
+            raise ValueError(
+                "model.pretrained needs a pretrainable model.backbone; 'resnet' trains from scratch"
+            )
         if self.block not in _BLOCKS:
             raise ValueError(f"model.block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
         if len(self.depths) != len(self.widths) or not self.depths:
@@ -65,6 +80,10 @@ class ModelConfig:
     @property
     def feature_stride(self) -> int:
         """Input pixels per encoder output cell."""
+        if self.backbone == "efficientnet_lite0":
+            return 16
+        if self.backbone != "resnet":
+            return 8  # torchvision ResNets, cut at stride 8
         return self.stem_stride * 2 ** (len(self.depths) - 1)
 
 
@@ -123,12 +142,11 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class Encoder(nn.Module):
-    """ResNet-style backbone: RGB in ``[0, 1]`` to features at ``1 / feature_stride`` resolution."""
+    """From-scratch ResNet-style backbone: RGB in ``[0, 1]`` to features at ``1 / feature_stride``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = backbones.Normalize()
         stem: list[nn.Module] = [_conv_bn(3, config.stem_width, 3 if config.stem_stride == 2 else 7, 2)]
         if config.stem_stride == 4:
             stem.append(nn.MaxPool2d(3, 2, 1))
@@ -146,7 +164,7 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Encode a batch ``(B, 3, S, S)``."""
-        return self.stages(self.stem((images - self.mean) / self.std))
+        return self.stages(self.stem(self.normalize(images)))
 
 
 class MarginalDecoder(nn.Module):
@@ -188,7 +206,7 @@ class PoseModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = Encoder(config) if config.backbone == "resnet" else backbones.build(config.backbone)
         self.decoder = MarginalDecoder(config, self.encoder.out_channels)
 
     def forward(self, images: torch.Tensor) -> Marginals:
@@ -201,7 +219,10 @@ def create_model(config: ModelConfig) -> PoseModel:
 
     Checkpoints rebuild with ``PoseModel`` itself: their weights replace any pretrained ones.
     """
-    return PoseModel(config)
+    model = PoseModel(config)
+    if config.pretrained is not None:
+        backbones.load_pretrained(model.encoder, config.backbone, config.pretrained)
+    return model
 
 
 def num_parameters(module: nn.Module) -> int:
