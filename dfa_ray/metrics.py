@@ -8,6 +8,11 @@ per-joint errors in the input unit (millimetres); averaging is left to :func:`su
 
 An optional validity mask ``(N, 17)`` of 0/1 marks joints without ground truth (e.g. joints a source
 skeleton lacks). Their errors are NaN so that means skip them, and PA alignment ignores them.
+
+A number alone does not say whether a model learned anything: the **mean-pose baseline** predicts the
+mean root-relative pose of the labeled source training frames (the only 3D labels a run has) for
+every test frame, and ``summarize(..., mean_pose=...)`` reports its errors and the model's ratio to
+them beside the model's own (below 1 means the model knows more than the average person).
 """
 
 from __future__ import annotations
@@ -133,17 +138,48 @@ def _mean(errors: np.ndarray) -> float | None:
     return float(kept.mean()) if kept.size else None
 
 
+def mean_pose(joints_3d: np.ndarray) -> np.ndarray:
+    """The mean root-relative pose ``(17, 3)`` of the frames whose every joint is finite (labeled)."""
+    joints = np.asarray(joints_3d, dtype=np.float64)
+    if not (joints.ndim == 3 and joints.shape[1:] == (NUM_JOINTS, 3)):
+        raise ValueError(f"joints_3d must have shape (N, {NUM_JOINTS}, 3), got {joints.shape}")
+    labeled = joints[np.isfinite(joints).all(axis=(1, 2))]
+    if not len(labeled):
+        raise ValueError("no frame has finite joints_3d: the mean pose is undefined")
+    return (labeled - labeled[:, ROOT : ROOT + 1]).mean(axis=0)
+
+
+def mean_pose_baseline(
+    pose: np.ndarray, gt: np.ndarray, actions: Sequence[str] | None = None, valid: np.ndarray | None = None
+) -> dict[str, Any]:
+    """``summarize`` of predicting the root-relative ``pose`` (17, 3) for every ground-truth frame.
+
+    The pose is placed at each frame's true root, the protocol a model's evaluation follows (it is
+    given the true root depth), so the two are scored alike.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.broadcast_to(np.asarray(pose, dtype=np.float64), gt.shape) + gt[:, ROOT : ROOT + 1]
+    return summarize(pred, gt, actions, valid)
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    return None if value is None or not baseline else value / baseline
+
+
 def summarize(
     pred: np.ndarray,
     gt: np.ndarray,
     actions: Sequence[str] | None = None,
     valid: np.ndarray | None = None,
+    mean_pose: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """JSON-ready means of MPJPE and PA-MPJPE (mm): overall, per joint and per action.
 
     Each mean is over all valid (frame, joint) errors, which without a mask equals the standard
     mean over frames of the mean over joints. A mean with no valid entry is None rather than NaN,
-    because NaN is not valid JSON.
+    because NaN is not valid JSON. Given ``mean_pose`` (the labeled source frames' ``mean_pose``),
+    the summary adds the baseline's errors (``mean_pose_mpjpe``, ``mean_pose_pa_mpjpe``) and the
+    ratios to them (``mpjpe_over_mean_pose``, ``pa_mpjpe_over_mean_pose``).
     """
     errors = {"mpjpe": mpjpe(pred, gt, valid), "pa_mpjpe": pa_mpjpe(pred, gt, valid)}
     num_frames = errors["mpjpe"].shape[0]
@@ -164,4 +200,22 @@ def summarize(
             entry: dict[str, Any] = {name: _mean(err[rows]) for name, err in errors.items()}
             entry["num_frames"] = int(rows.sum())
             summary["per_action"][action] = entry
+    if mean_pose is not None:
+        baseline = mean_pose_baseline(mean_pose, gt, valid=valid)
+        for name in errors:
+            summary[f"mean_pose_{name}"] = baseline[name]
+            summary[f"{name}_over_mean_pose"] = _ratio(summary[name], baseline[name])
     return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line of a summary's errors, each beside the mean-pose baseline when the summary has it:
+    ``MPJPE 140.3 mm (0.55x mean pose 255.0)  PA-MPJPE 90.2 mm (0.71x mean pose 127.1)``."""
+    parts = []
+    for name, title in (("mpjpe", "MPJPE"), ("pa_mpjpe", "PA-MPJPE")):
+        text = f"{title} {summary[name]:.1f} mm"
+        ratio = summary.get(f"{name}_over_mean_pose")
+        if ratio is not None:
+            text += f" ({ratio:.2f}x mean pose {summary[f'mean_pose_{name}']:.1f})"
+        parts.append(text)
+    return "  ".join(parts)

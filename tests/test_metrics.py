@@ -7,7 +7,15 @@ import pytest
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.transform import Rotation
 
-from dfa_ray.metrics import mpjpe, pa_mpjpe, procrustes_align, summarize
+from dfa_ray.metrics import (
+    describe,
+    mean_pose,
+    mean_pose_baseline,
+    mpjpe,
+    pa_mpjpe,
+    procrustes_align,
+    summarize,
+)
 from dfa_ray.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
 
 
@@ -281,3 +289,29 @@ def test_nan_at_valid_joint_raises():
     for metric in (mpjpe, pa_mpjpe, procrustes_align):
         with pytest.raises(ValueError, match="pred has a non-finite coordinate at valid sample 1, joint 4"):
             metric(pred, gt)
+
+
+def test_mean_pose_baseline_predicts_the_labeled_frames_mean_at_each_true_root():
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 300, (5, 17, 3)) + np.array([0, 0, 4000])
+    unlabeled = np.full((1, 17, 3), np.nan)  # a 2D-only frame: no 3D label, not in the mean
+    pose = mean_pose(np.concatenate([train, unlabeled]))
+    np.testing.assert_allclose(pose, (train - train[:, :1]).mean(0))
+    assert np.all(pose[0] == 0)
+    test = rng.normal(0, 300, (4, 17, 3)) + np.array([100, -50, 5000])
+    baseline = mean_pose_baseline(pose, test)
+    # The same as summarize of the mean pose placed at each test frame's root.
+    expected = summarize(pose + test[:, :1], test)
+    assert baseline["mpjpe"] == pytest.approx(expected["mpjpe"]) and baseline["num_frames"] == 4
+    pred = test + rng.normal(0, 20, test.shape)
+    summary = summarize(pred, test, mean_pose=pose)
+    assert summary["mean_pose_mpjpe"] == pytest.approx(expected["mpjpe"])
+    assert summary["mean_pose_pa_mpjpe"] == pytest.approx(expected["pa_mpjpe"])
+    assert summary["mpjpe_over_mean_pose"] == pytest.approx(summary["mpjpe"] / expected["mpjpe"])
+    assert summary["pa_mpjpe_over_mean_pose"] == pytest.approx(summary["pa_mpjpe"] / expected["pa_mpjpe"])
+    line = describe(summary)
+    assert f"MPJPE {summary['mpjpe']:.1f} mm ({summary['mpjpe_over_mean_pose']:.2f}x mean pose" in line
+    plain = summarize(pred, test)  # no baseline given: none shown
+    assert "mean_pose_mpjpe" not in plain and "mean pose" not in describe(plain)
+    with pytest.raises(ValueError, match="no frame has finite joints_3d"):
+        mean_pose(unlabeled)
