@@ -11,7 +11,7 @@ over training progress ``p``, so the untrained discriminator does not disturb th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,16 @@ from dfa_ray.adapt import Batch, autocast, backward_step, grad_scaler
 from dfa_ray.losses import heatmap_loss
 from dfa_ray.model import PoseModel, images_to_tensor
 from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.training import Frames, TrainConfig, frames_batch, index_batches, make_optimizer, run_epochs
+from dfa_ray.training import (
+    Frames,
+    Pair,
+    TrainConfig,
+    frames_batch,
+    index_batches,
+    make_optimizer,
+    make_schedule,
+    run_epochs,
+)
 from dfa_ray.transforms import EquivarianceRange, rigid_augment
 
 
@@ -150,14 +159,18 @@ def dann_fit(
     augment = (rng, equivariance) if config.augment else None
     scaler = grad_scaler(config.amp, device)
 
-    def step(i: int) -> dict[str, float]:
-        coefficient = reversal_coefficient(progress[0] + (progress[1] - progress[0]) * i / total, weight)
-        batch = frames_batch(source, next(sources), net.model, config.sigma, augment)
-        images = target_images[next(targets)]
-        if augment is not None:
-            no_joints = np.zeros((len(images), NUM_JOINTS, 3))
-            images = rigid_augment(images, no_joints, no_joints[..., 0], *augment)[0]
-        images = images_to_tensor(images, device)
-        return dann_step(net, optimizer, batch, images, coefficient, config.amp, scaler)
+    def batches() -> Iterator[Pair]:
+        for index in sources:
+            batch = frames_batch(source, index, net.model, config.sigma, augment)
+            images = target_images[next(targets)]
+            if augment is not None:
+                no_joints = np.zeros((len(images), NUM_JOINTS, 3))
+                images = rigid_augment(images, no_joints, no_joints[..., 0], *augment)[0]
+            yield batch, images_to_tensor(images, device)
 
-    return run_epochs(optimizer, config, steps, step, 2 * config.batch_size, log)
+    def step(pair: Pair, i: int) -> dict[str, float]:
+        coefficient = reversal_coefficient(progress[0] + (progress[1] - progress[0]) * i / total, weight)
+        return dann_step(net, optimizer, *pair, coefficient, config.amp, scaler)
+
+    schedule = make_schedule(optimizer, config, steps)
+    return run_epochs(step, batches(), schedule, config, steps, 2 * config.batch_size, log=log)

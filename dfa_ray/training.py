@@ -1,6 +1,9 @@
 """The training loop in plain torch: decoded frames in memory, epochs of ``train_step``, evaluation.
 
-Ray Train workers call ``fit`` on their shard; tests and benchmarks call it directly.
+``run_epochs`` is the project's one step loop, ``make_optimizer`` and ``make_schedule`` its one
+optimiser and learning-rate schedule: ``fit`` and ``adapt_fit`` (frames in memory: the experiments,
+tests and benchmarks), ``dann.dann_fit`` and the Ray Train workers (``stages.train.train_loop``,
+on their dataset shards) all train through them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,8 +20,8 @@ import torch
 from dfa_ray import heatmaps, metrics
 from dfa_ray.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
 from dfa_ray.data.images import decode_resized, image_size
-from dfa_ray.data.records import read_records
-from dfa_ray.data.schema import table_to_rows
+from dfa_ray.data.records import dataset_files, read_records
+from dfa_ray.data.schema import table_to_arrays, table_to_rows
 from dfa_ray.model import PoseModel, predict
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.transforms import EquivarianceRange, InvarianceRange
@@ -153,32 +156,69 @@ def frames_batch(
     )  # fmt: skip
 
 
-def run_epochs(
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    steps_per_epoch: int,
-    step: Callable[[int], dict[str, float]],
-    images_per_step: int,
-    log: Callable[[str], None] = print,
-) -> list[dict]:
-    """``config.epochs`` epochs of ``step(global_step)`` under a one-cycle learning-rate schedule.
-
-    Returns one record per epoch: the mean of each term ``step`` returned, and images per second.
-    """
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of every training stage: one cycle over ``config.epochs`` epochs."""
+    return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
+
+
+# A step's inputs: the source batch and the target's (a pseudo-labeled Batch, DANN's image tensor, or None).
+Pair = tuple[Batch, Any]
+Step = Callable[[Pair, int], dict[str, float]]
+
+
+def dfa_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    scaler: torch.amp.GradScaler | None,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+) -> Step:
+    """The ``run_epochs`` step of pretraining and adaptation: ``adapt.train_step`` on each pair."""
+
+    def step(pair: Pair, _: int) -> dict[str, float]:
+        return train_step(net, optimizer, pair[0], pair[1], alpha, beta, config.amp, scaler)
+
+    return step
+
+
+def run_epochs(
+    step: Step,
+    batches: Iterator[Pair],
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    images_per_step: int,
+    first_epoch: int = 0,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """The one step loop: epochs ``first_epoch + 1 .. config.epochs`` of ``step(next(batches), global_step)``.
+
+    Every training in the project runs through it: ``fit``, ``adapt_fit``, DANN and the Ray Train
+    workers (whose ``on_epoch_end`` reports the checkpoint). ``schedule`` (``make_schedule``, its
+    state restored on a resume) steps after every step. Returns one record per epoch run: the mean
+    of each term ``step`` returned and images per second; ``on_epoch_end`` gets each record after
+    it is timed.
+    """
     history = []
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
         start, totals = time.perf_counter(), {}
         for i in range(steps_per_epoch):
-            for key, value in step(epoch * steps_per_epoch + i).items():
+            for key, value in step(next(batches), epoch * steps_per_epoch + i).items():
                 totals[key] = totals.get(key, 0.0) + value / steps_per_epoch
             schedule.step()
         speed = steps_per_epoch * images_per_step / (time.perf_counter() - start)
-        history.append({"epoch": epoch + 1, **totals, "images_per_s": speed})
+        record = {"epoch": epoch + 1, **totals, "images_per_s": speed}
+        history.append(record)
         terms = "  ".join(f"{key} {value:.4f}" for key, value in totals.items())
         log(f"epoch {epoch + 1}/{config.epochs}  {terms}  {speed:.0f} img/s")
+        if on_epoch_end is not None:
+            on_epoch_end(record)
     return history
 
 
@@ -195,17 +235,17 @@ def fit(
     ``equivariance`` are the ranges of the rigid augmentation (when ``config.augment``).
     """
     rng = np.random.default_rng(seed)
-    net = DFANet(model)
     optimizer = make_optimizer(model, config)
-    batches = index_batches(len(source), config.batch_size, rng, "the training set")
+    steps = len(source) // config.batch_size
     augment = (rng, equivariance) if config.augment else None
+    batches = (
+        (frames_batch(source, index, model, config.sigma, augment), None)
+        for index in index_batches(len(source), config.batch_size, rng, "the training set")
+    )
     scaler = grad_scaler(config.amp, next(model.parameters()).device)
-
-    def step(_: int) -> dict[str, float]:
-        batch = frames_batch(source, next(batches), model, config.sigma, augment)
-        return train_step(net, optimizer, batch, amp=config.amp, scaler=scaler)
-
-    return run_epochs(optimizer, config, len(source) // config.batch_size, step, config.batch_size, log)
+    step = dfa_step(DFANet(model), optimizer, config, scaler)
+    schedule = make_schedule(optimizer, config, steps)
+    return run_epochs(step, batches, schedule, config, steps, config.batch_size, log=log)
 
 
 def adapt_fit(
@@ -224,28 +264,26 @@ def adapt_fit(
     source batch, as the Ray Train stage does.
     """
     rng = np.random.default_rng(seed)
-    net = DFANet(model, dfa=stage.dfa)
     optimizer = make_optimizer(model, stage)
     sources = index_batches(len(source), stage.batch_size, rng, "the source set")
     targets = index_batches(len(target), stage.batch_size, rng, "the kept target frames")
     device = next(model.parameters()).device
     augment = (rng, equivariance) if stage.augment else None
-    scaler = grad_scaler(stage.amp, device)
 
-    def step(_: int) -> dict[str, float]:
-        t = next(targets)
-        target_batch = pseudo_label_batch(
-            target.images[t], target.joints[t], target.joint_confidence[t], model.config.heatmap_size,
-            stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
-            stage.weight_by_confidence, augment,
-        )  # fmt: skip
-        source_batch = frames_batch(source, next(sources), model, stage.sigma, augment)
-        return train_step(
-            net, optimizer, source_batch, target_batch, stage.alpha, stage.beta, stage.amp, scaler
-        )
+    def batches() -> Iterator[Pair]:
+        for t in targets:
+            target_batch = pseudo_label_batch(
+                target.images[t], target.joints[t], target.joint_confidence[t], model.config.heatmap_size,
+                stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
+                stage.weight_by_confidence, augment,
+            )  # fmt: skip
+            yield frames_batch(source, next(sources), model, stage.sigma, augment), target_batch
 
     steps = len(target) // stage.batch_size
-    return run_epochs(optimizer, stage, steps, step, 2 * stage.batch_size, log)
+    scaler = grad_scaler(stage.amp, device)
+    step = dfa_step(DFANet(model, dfa=stage.dfa), optimizer, stage, scaler, stage.alpha, stage.beta)
+    schedule = make_schedule(optimizer, stage, steps)
+    return run_epochs(step, batches(), schedule, stage, steps, 2 * stage.batch_size, log=log)
 
 
 def to_mm(frames: Frames, coords: np.ndarray) -> np.ndarray:
@@ -267,19 +305,38 @@ def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.nd
     return to_mm(frames, coords)
 
 
-def evaluate(model: PoseModel, frames: Frames, batch_size: int = 256) -> dict:
-    """MPJPE / PA-MPJPE summary (mm) over frames that have 3D labels."""
+def evaluate(
+    model: PoseModel, frames: Frames, batch_size: int = 256, mean_pose: np.ndarray | None = None
+) -> dict:
+    """MPJPE / PA-MPJPE summary (mm) over frames that have 3D labels, beside the ``mean_pose``
+    baseline when one is given (see ``metrics.summarize``)."""
     labeled = np.flatnonzero(frames.has_3d)
     if labeled.size == 0:
         raise ValueError("evaluation needs frames with joints_3d; none of the given frames has them")
     subset = subset_frames(frames, labeled)
-    return metrics.summarize(predict_mm(model, subset, batch_size), subset.joints_3d, subset.actions)
+    pred = predict_mm(model, subset, batch_size)
+    return metrics.summarize(pred, subset.joints_3d, subset.actions, mean_pose=mean_pose)
 
 
 def load_frames(uri: str, input_size: int) -> Frames:
     """Read and decode a whole schema-v1 dataset (for evaluation sets that fit in memory)."""
     columns = ["frame_id", "image", "joints_2d", "joints_3d", "camera", "action", "joints_valid"]
     return Frames.from_rows(table_to_rows(read_records(uri, columns=columns)), input_size)
+
+
+def dataset_mean_pose(uris: Sequence[str]) -> np.ndarray | None:
+    """``metrics.mean_pose`` of every labeled frame of the datasets (None when no frame has 3D
+    labels), reading the ``joints_3d`` column one file at a time so a large source never sits in
+    memory whole."""
+    means, counts = [], []
+    for uri in uris:
+        for file in dataset_files(uri):
+            arrays = table_to_arrays(read_records(file, columns=["joints_3d"], validate=False))
+            labeled = arrays["has_3d"]
+            if labeled.any():
+                means.append(metrics.mean_pose(arrays["joints_3d"][labeled]))
+                counts.append(int(labeled.sum()))
+    return np.average(means, axis=0, weights=counts) if counts else None
 
 
 def subset_frames(frames: Frames, index: np.ndarray) -> Frames:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from dfa_ray import checkpoints, training
 from dfa_ray.config import AdaptConfig, LabelConfig
 from dfa_ray.data import synthetic
 from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
+from dfa_ray.stages import train
 from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, frame_views, read_labels, select_labels
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
-from dfa_ray.transforms import InvarianceRange
+from dfa_ray.training import TrainConfig
+from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 from tests.helpers import TINY, tiny_checkpoint
 
 
@@ -156,3 +162,101 @@ def test_batches_from_ray_style_numpy_columns():
     # The rigid augmentation moves images and targets together.
     warped = target_batch(columns, model, AdaptConfig(), cpu, np.random.default_rng(0), InvarianceRange())
     assert not torch.equal(warped.targets.xy, target.targets.xy)
+
+
+class _Shard:
+    """A Ray Data shard's ``iter_batches`` over numpy columns (what a worker's dataset shard yields)."""
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+
+    def iter_batches(self, batch_size: int, drop_last: bool, **_: object):
+        n = len(self.columns["frame_id"])
+        for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+            yield {name: values[start : start + batch_size] for name, values in self.columns.items()}
+
+
+def _source_columns(n: int) -> dict[str, np.ndarray]:
+    rows = list(synthetic.generate("synthetic-source", "train", n, crop_size=48))
+    return {
+        "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+        "joints_2d": np.stack([r["joints_2d"].reshape(-1) for r in rows]),
+        "joints_3d": np.stack([r["joints_3d"].reshape(-1) for r in rows]),
+        "camera": np.stack([r["camera"] for r in rows]),
+        "joints_valid": np.ones((n, 17), np.uint8),
+    }
+
+
+@pytest.fixture
+def ray_train_worker(monkeypatch, tmp_path):
+    """Ray Train's worker API, faked in this process: one rank on the CPU, shards from ``shards``,
+    each report recorded with a copy of its checkpoint, ``resume_from`` as ray.train.get_checkpoint()."""
+    import ray.train
+    import ray.train.torch
+
+    state = {"shards": {}, "reports": [], "resume_from": None}
+
+    def report(metrics, checkpoint=None):
+        copy = None
+        if checkpoint is not None:
+            copy = tmp_path / f"report-{len(list(tmp_path.iterdir()))}"
+            shutil.copytree(checkpoint.path, copy)
+        state["reports"].append((metrics, copy))
+
+    def get_checkpoint():
+        folder = state["resume_from"]
+        return None if folder is None else ray.train.Checkpoint.from_directory(str(folder))
+
+    monkeypatch.setattr(ray.train, "report", report)
+    monkeypatch.setattr(ray.train, "get_checkpoint", get_checkpoint)
+    monkeypatch.setattr(ray.train, "get_dataset_shard", lambda name: state["shards"][name])
+    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_world_rank=lambda: 0))
+    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(ray.train.torch, "prepare_model", lambda net: net)
+    return state
+
+
+def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_state(
+    ray_train_worker, monkeypatch
+):
+    # The worker's loop and schedule are training's own, the ones fit, adapt_fit and DANN use.
+    assert train.run_epochs is training.run_epochs and train.make_schedule is training.make_schedule
+    calls = []
+
+    def spy(name):
+        real = getattr(training, name)
+        return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
+
+    for name in ("run_epochs", "make_schedule"):
+        monkeypatch.setattr(train, name, spy(name))
+    ray_train_worker["shards"]["source"] = _Shard(_source_columns(8))
+    loop = train.WorkerLoop(
+        stage=TrainConfig(epochs=3, batch_size=4, augment=False), model=TINY, seed=0, init_checkpoint=None,
+        steps_per_epoch=2, invariance=InvarianceRange(), equivariance=EquivarianceRange(),
+    )  # fmt: skip
+    train.train_loop(loop)
+    assert calls == ["make_schedule", "run_epochs"]
+    reports = ray_train_worker["reports"]
+    assert [m["epoch"] for m, _ in reports] == [1, 2, 3] and all(
+        m["resumed_from_epoch"] == 0 for m, _ in reports
+    )
+    assert set(reports[0][0]) == {
+        "epoch", "resumed_from_epoch", "loss", "loss_source", "loss_target", "images_per_s_per_worker",
+    }  # fmt: skip
+    # Every epoch's checkpoint holds the model and the train state (model, optimiser, schedule, epoch).
+    first = reports[0][1]
+    assert checkpoints.load(first)[1] == {"epoch": 1}
+    assert torch.load(first / "train_state.pt", weights_only=True)["epoch"] == 1
+
+    # A restarted worker group resumes after the reported epoch, with the schedule where it was.
+    ray_train_worker["reports"] = []
+    ray_train_worker["resume_from"] = first
+    train.train_loop(loop)
+    resumed = ray_train_worker["reports"]
+    assert [m["epoch"] for m, _ in resumed] == [2, 3] and all(
+        m["resumed_from_epoch"] == 1 for m, _ in resumed
+    )
+    final = torch.load(resumed[-1][1] / "train_state.pt", weights_only=True)
+    uninterrupted = torch.load(reports[-1][1] / "train_state.pt", weights_only=True)
+    assert final["schedule"]["last_epoch"] == uninterrupted["schedule"]["last_epoch"] == 6

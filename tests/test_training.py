@@ -2,10 +2,24 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import heatmaps
+from dfa_ray import dann, heatmaps, training
+from dfa_ray.config import AdaptConfig
 from dfa_ray.data.synthetic import generate
 from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.training import Frames, TrainConfig, evaluate, fit, predict_mm, subset_frames
+from dfa_ray.training import (
+    Frames,
+    PseudoLabeled,
+    TrainConfig,
+    adapt_fit,
+    evaluate,
+    fit,
+    make_schedule,
+    predict_mm,
+    run_epochs,
+    subset_frames,
+)
+from dfa_ray.transforms import InvarianceRange
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +62,58 @@ def test_evaluate_needs_3d_labels(rows):
     frames = Frames.from_rows([dict(rows[0], joints_3d=None)], input_size=64)
     with pytest.raises(ValueError, match="joints_3d"):
         evaluate(PoseModel(ModelConfig()), frames)
+
+
+def test_fit_adapt_fit_and_dann_train_through_the_one_loop_and_schedule(rows, monkeypatch):
+    """One step loop (``run_epochs``) and one schedule (``make_schedule``) for every training in
+    memory; ``tests/test_stages.py`` shows the Ray Train worker uses the same two."""
+    assert dann.run_epochs is training.run_epochs and dann.make_schedule is training.make_schedule
+    calls = []
+
+    def spy(name, real):
+        return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
+
+    for name in ("run_epochs", "make_schedule"):
+        wrapped = spy(name, getattr(training, name))
+        for module in (training, dann):
+            monkeypatch.setattr(module, name, wrapped)
+    torch.manual_seed(0)
+    frames = Frames.from_rows(rows[:16], input_size=32)
+    model = PoseModel(TINY)
+    quiet = {"log": lambda _: None}
+    stage = AdaptConfig(epochs=1, batch_size=8, augment=False)
+    fit(model, frames, TrainConfig(epochs=1, batch_size=8, augment=False), **quiet)
+    target = PseudoLabeled(frames.images, np.nan_to_num(frames.coords), np.ones((16, 17), np.float32))
+    adapt_fit(model, frames, target, stage, InvarianceRange(), **quiet)
+    dann.dann_fit(dann.DANNNet(model, dann.DANNConfig(hidden=8)), frames, frames.images, stage, **quiet)
+    assert calls == ["make_schedule", "run_epochs"] * 3
+
+
+def test_run_epochs_resumes_at_first_epoch_and_hands_each_timed_record_to_the_hook():
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainConfig(epochs=3, lr=0.1)
+    schedule = make_schedule(optimizer, config, steps_per_epoch=2)
+    seen, steps = [], []
+
+    def step(pair, i):
+        optimizer.step()  # what a real step does before the schedule moves on
+        steps.append((pair, i))
+        return {"loss": float(i)}
+
+    history = run_epochs(
+        step,
+        iter(range(100)),
+        schedule,
+        config,
+        2,
+        8,
+        first_epoch=1,
+        on_epoch_end=seen.append,
+        log=lambda _: None,
+    )
+    # Epochs 2 and 3 only, numbered on from the first epoch, with their global step numbers.
+    assert [r["epoch"] for r in history] == [2, 3] and seen == history
+    assert steps == [(0, 2), (1, 3), (2, 4), (3, 5)]
+    assert [r["loss"] for r in history] == [2.5, 4.5] and all(r["images_per_s"] > 0 for r in history)
+    assert schedule.last_epoch == 4

@@ -1,8 +1,9 @@
 """Pretraining and DFA adaptation as Ray Train ``TorchTrainer`` runs (DDP: gloo on CPU, nccl on GPU).
 
 Each worker reads its shard of the ``source`` dataset (and, when adapting, of the selected ``target``
-frames with their pseudo-labels), decodes batches, and runs ``adapt.train_step`` on a ``DFANet``
-wrapped by ``prepare_model``. Every rank runs exactly ``steps_per_epoch`` steps: the shards are
+frames with their pseudo-labels), decodes batches, and trains a ``DFANet`` wrapped by
+``prepare_model`` through ``training.run_epochs``, the loop ``fit`` and ``adapt_fit`` run, with
+``training``'s optimiser and schedule. Every rank runs exactly ``steps_per_epoch`` steps: the shards are
 split equally and read as endless streams, so no rank waits in an all-reduce another never reaches.
 Rank 0 reports a checkpoint every epoch (model, optimiser, schedule), which is what a restarted
 worker group resumes from.
@@ -10,11 +11,12 @@ worker group resumes from.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,24 @@ import pyarrow.parquet as pq
 import torch
 
 from dfa_ray import checkpoints, storage
-from dfa_ray.adapt import Batch, DFANet, grad_scaler, pseudo_label_batch, train_step
+from dfa_ray.adapt import Batch, DFANet, grad_scaler, pseudo_label_batch
 from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
-from dfa_ray.model import PoseModel, create_model
+from dfa_ray.model import ModelConfig, PoseModel, create_model
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
-from dfa_ray.training import Frames, TrainConfig, frames_batch, make_optimizer
+from dfa_ray.training import (
+    Frames,
+    Pair,
+    TrainConfig,
+    dfa_step,
+    frames_batch,
+    make_optimizer,
+    make_schedule,
+    run_epochs,
+)
 from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
@@ -118,41 +129,59 @@ class AttachPseudoLabels:
         }
 
 
-def train_loop(loop: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``: one stage (pretrain or adapt) on this worker's shards."""
+@dataclass(frozen=True)
+class WorkerLoop:
+    """What each Ray Train worker of one stage is given (pickled to every worker)."""
+
+    stage: TrainConfig  # an AdaptConfig adapts (source and target batches), a TrainConfig pretrains
+    model: ModelConfig  # the network a stage without ``init_checkpoint`` creates
+    seed: int
+    init_checkpoint: str | None
+    steps_per_epoch: int  # the same on every rank, so no rank waits in an all-reduce another skips
+    invariance: InvarianceRange
+    equivariance: EquivarianceRange
+
+
+def _resume(
+    model: PoseModel,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> int:
+    """Restore the last reported ``train_state.pt`` of a restarted worker group; the epochs it finished."""
+    import ray.train
+
+    resume = ray.train.get_checkpoint()
+    if resume is None:
+        return 0
+    with resume.as_directory() as folder:
+        state = torch.load(Path(folder) / _STATE_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state["epoch"]
+
+
+def train_loop(loop: WorkerLoop) -> None:
+    """Ray Train's ``train_loop_per_worker`` (bound to ``loop``): one stage on this worker's shards,
+    through ``training.run_epochs``, whose epoch hook reports metrics and rank 0's checkpoint."""
     import ray.train
     import ray.train.torch
 
-    stage: TrainConfig = loop["stage"]
+    stage = loop.stage
     adapting = isinstance(stage, AdaptConfig)
-    torch.manual_seed(loop["seed"])
-    if loop["init_checkpoint"]:
-        model, _ = checkpoints.load(loop["init_checkpoint"])
-    else:
-        model = create_model(loop["model"])
+    torch.manual_seed(loop.seed)
+    model = checkpoints.load(loop.init_checkpoint)[0] if loop.init_checkpoint else create_model(loop.model)
     device = ray.train.torch.get_device()
     net = ray.train.torch.prepare_model(DFANet(model, dfa=adapting and stage.dfa))
     model = net.module.model if hasattr(net, "module") else net.model
     optimizer = make_optimizer(model, stage)
-    steps = loop["steps_per_epoch"]
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, stage.lr, total_steps=stage.epochs * steps, pct_start=0.15
-    )
-    scaler = grad_scaler(stage.amp, device)
-
-    first_epoch = 0
-    resume = ray.train.get_checkpoint()
-    if resume is not None:
-        with resume.as_directory() as folder:
-            state = torch.load(Path(folder) / _STATE_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        first_epoch = state["epoch"]
+    schedule = make_schedule(optimizer, stage, loop.steps_per_epoch)
+    first_epoch = _resume(model, optimizer, schedule, device)
 
     rank = ray.train.get_context().get_world_rank()
     # Per rank and per (resumed) start, so no two workers and no restart replay the same order.
-    seed = (loop["seed"] * 1000 + rank) * 1000 + first_epoch
+    seed = (loop.seed * 1000 + rank) * 1000 + first_epoch
     sources = _endless(
         ray.train.get_dataset_shard("source"), stage.batch_size, "source", stage.shuffle_buffer, seed
     )
@@ -160,41 +189,44 @@ def train_loop(loop: dict) -> None:
     if adapting:
         shard = ray.train.get_dataset_shard("target")
         targets = _endless(shard, stage.batch_size, "target", stage.shuffle_buffer, seed + 1)
-    alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
-    rng = np.random.default_rng([loop["seed"], rank, first_epoch])
-    augment = (rng, loop["equivariance"]) if stage.augment else None
-    for epoch in range(first_epoch, stage.epochs):
-        start, totals = time.perf_counter(), {"loss": 0.0, "loss_source": 0.0, "loss_target": 0.0}
-        for _ in range(steps):
-            source = source_batch(next(sources), model, stage.sigma, augment)
+    rng = np.random.default_rng([loop.seed, rank, first_epoch])
+    augment = (rng, loop.equivariance) if stage.augment else None
+
+    def batches() -> Iterator[Pair]:
+        for raw in sources:
+            source = source_batch(raw, model, stage.sigma, augment)
             target = None
             if targets:
-                target = target_batch(
-                    next(targets), model, stage, device, rng, loop["invariance"], loop["equivariance"]
-                )
-            terms = train_step(net, optimizer, source, target, alpha, beta, stage.amp, scaler)
-            schedule.step()
-            for key in totals:
-                totals[key] += terms[key] / steps
-        images = steps * stage.batch_size * (2 if adapting else 1)
+                ranges = (loop.invariance, loop.equivariance)
+                target = target_batch(next(targets), model, stage, device, rng, *ranges)
+            yield source, target
+
+    def report(record: dict) -> None:
         metrics = {
-            "epoch": epoch + 1,
+            "epoch": record["epoch"],
             # > 0 after a worker-group restart: the epoch of the checkpoint this attempt resumed from.
             "resumed_from_epoch": first_epoch,
-            **totals,
-            "images_per_s_per_worker": images / (time.perf_counter() - start),
+            **{key: record[key] for key in ("loss", "loss_source", "loss_target")},
+            "images_per_s_per_worker": record["images_per_s"],
         }
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:
                 torch.save(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "schedule": schedule.state_dict(), "epoch": epoch + 1},
+                     "schedule": schedule.state_dict(), "epoch": record["epoch"]},
                     Path(folder) / _STATE_FILE,
                 )  # fmt: skip
-                checkpoints.save(model, folder, epoch=epoch + 1)
+                checkpoints.save(model, folder, epoch=record["epoch"])
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+    alpha, beta = (stage.alpha, stage.beta) if adapting else (1.0, 0.0)
+    step = dfa_step(net, optimizer, stage, grad_scaler(stage.amp, device), alpha, beta)
+    images = stage.batch_size * (2 if adapting else 1)
+    steps = loop.steps_per_epoch
+    # Workers log nothing per epoch: the driver's output carries the reported metrics.
+    run_epochs(step, batches(), schedule, stage, steps, images, first_epoch, report, log=lambda _: None)
 
 
 def read_source(uris: list[str]) -> Any:
@@ -261,17 +293,17 @@ def run_stage(
     filesystem, path = storage.resolve(storage_uri)
     if filesystem.type_name != "s3":
         storage.makedirs(storage_uri)
+    loop = WorkerLoop(
+        stage=stage,
+        model=config.model,
+        seed=config.seed,
+        init_checkpoint=init_checkpoint,
+        steps_per_epoch=num_frames // per_step,
+        invariance=config.label.invariance,
+        equivariance=config.label.equivariance,
+    )
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "stage": stage,
-            "model": config.model,
-            "seed": config.seed,
-            "init_checkpoint": init_checkpoint,
-            "steps_per_epoch": num_frames // per_step,
-            "invariance": config.label.invariance,
-            "equivariance": config.label.equivariance,
-        },
+        functools.partial(train_loop, loop),
         scaling_config=ScalingConfig(
             num_workers=workers.num_workers,
             use_gpu=workers.use_gpu,
