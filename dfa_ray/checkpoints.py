@@ -1,7 +1,9 @@
 """Model checkpoints as single ``model.pt`` files on local paths or ``s3://``: weights plus their shape.
 
 A checkpoint holds the ``ModelConfig`` beside the weights, so any tool can rebuild the network
-without the run's config, and loads on any device (tensors are saved from the CPU).
+without the run's config, and loads on any device (tensors are saved from the CPU). Its ``info``
+says what it is (stage, round...) and, for a model trained on a labeled source, carries that
+source's mean pose (``pose_info``): the baseline any later evaluation shows the errors beside.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import pickle
 from typing import Any
 
+import numpy as np
 import torch
 
 from dfa_ray import storage
@@ -46,6 +49,12 @@ def from_bytes(data: bytes, source: str = "checkpoint") -> tuple[PoseModel, dict
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
         raise ValueError(f"{source} is not a dfa-ray model checkpoint: {exc}") from None
     return model, payload.get("info", {})
+
+
+def pose_info(mean_pose: np.ndarray | None) -> dict[str, Any]:
+    """The ``info`` entry holding the source's mean root-relative pose ``(17, 3)`` in mm (nothing
+    when there is none); ``info["mean_pose"]`` reads back as nested lists."""
+    return {} if mean_pose is None else {"mean_pose": np.round(mean_pose, 1).tolist()}
 
 
 def save(model: PoseModel, uri: str | os.PathLike, **info: Any) -> None:

@@ -16,7 +16,9 @@ Methods (row names as in the paper):
     policy:<p>   "(60%, 0%, 60%)" ... Table 2: self-training with DFA under curriculum policy p
 
 The adapting methods run ``rounds`` rounds of ``adapt.epochs`` epochs each; DANN has the same
-budget and is evaluated at the same points.
+budget and is evaluated at the same points. Self-training rounds run through ``rounds.run_rounds``,
+the loop of the driver (``jobs/self_train.py``), with ``InMemoryRounds`` doing its steps. Every
+evaluation is shown beside the mean-pose baseline (``metrics.summarize``), the tables too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dfa_ray.dann import DANNNet, dann_fit
 from dfa_ray.model import PoseModel, create_model, predict
 from dfa_ray.policy import Policy, Selection, select
 from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance
+from dfa_ray.rounds import evaluation, run_rounds
 from dfa_ray.stages.label import frame_views
 from dfa_ray.training import (
     Frames,
@@ -67,6 +70,15 @@ class TrialData:
     target: Frames
     test: Frames
 
+    @property
+    def mean_pose(self) -> np.ndarray | None:
+        """The labeled source frames' mean pose: the baseline every evaluation is shown beside."""
+        return metrics.mean_pose(self.source.joints_3d) if self.source.has_3d.any() else None
+
+
+# The baseline's row in both tables: the labeled source frames' mean pose, predicted for every frame.
+MEAN_POSE = "mean-pose"
+
 
 def policy_method(policy: str) -> str:
     """The method key of a Table 2 row."""
@@ -75,6 +87,8 @@ def policy_method(policy: str) -> str:
 
 def row_name(method: str) -> str:
     """The paper's name of a method's row."""
+    if method == MEAN_POSE:
+        return "Mean pose"
     return TABLE1.get(method) or method.removeprefix("policy:")
 
 
@@ -101,7 +115,7 @@ def example_index(test: Frames, count: int) -> np.ndarray:
 
 
 def _evaluate(model: PoseModel, data: TrialData, round_index: int, **extra: object) -> dict:
-    return {"round": round_index, **evaluate(model, data.test), **extra}
+    return {"round": round_index, **evaluate(model, data.test, mean_pose=data.mean_pose), **extra}
 
 
 def _examples(model: PoseModel, test: Frames, index: np.ndarray) -> dict:
@@ -134,6 +148,7 @@ def selection_stats(labels: PseudoLabels, selection: Selection, fraction: float,
         "num_frames": len(labels.confidence),
         "fraction": fraction,
         "num_kept": selection.num_kept,
+        "num_failed": 0,  # frames in memory are decoded before any round: none can fail here
         "threshold": selection.threshold if selection.num_kept else None,
         "confidence_mean": float(labels.confidence.mean()),
         "confidence_histogram": {"edges": edges.round(3).tolist(), "counts": histogram.tolist()},
@@ -145,26 +160,63 @@ def selection_stats(labels: PseudoLabels, selection: Selection, fraction: float,
     return stats
 
 
+class InMemoryRounds:
+    """The ``RoundBackend`` of a trial: the driver's round loop on frames in memory, in one process,
+    adapting ``model`` in place, every draw seeded by the trial's seed and the round."""
+
+    def __init__(
+        self, model: PoseModel, data: TrialData, config: Config, seed: int, dfa: bool, log: Log
+    ) -> None:
+        self.model, self.data, self.config, self.seed, self.log = model, data, config, seed, log
+        self.stage = dataclasses.replace(config.adapt, dfa=dfa)
+        self.num_target = len(data.target)
+        self.history: list[dict] = []
+
+    def label(self, k: int) -> PseudoLabels:
+        """``label_target``: the three-view ensemble over every target frame."""
+        return label_target(self.model, self.data.target, self.config, self.seed, k)
+
+    def select(self, k: int, labels: PseudoLabels, fraction: float) -> tuple[PseudoLabeled, dict]:
+        """``policy.select``'s global top ``fraction``, and its ``selection_stats``."""
+        target = self.data.target
+        selection = select(target.frame_ids, labels.confidence, fraction)
+        kept = selection.mask
+        frames = PseudoLabeled(target.images[kept], labels.joints[kept], labels.joint_confidence[kept])
+        return frames, selection_stats(labels, selection, fraction, target)
+
+    def read(self, k: int, kept: PseudoLabeled) -> PseudoLabeled:
+        """The kept frames are in memory already."""
+        return kept
+
+    def adapt(self, k: int, inputs: PseudoLabeled, selection: dict) -> dict:
+        """``adapt_fit`` on the source and the kept target frames."""
+        label = self.config.label
+        training = adapt_fit(
+            self.model, self.data.source, inputs, self.stage, label.invariance, self.seed * 1000 + k,
+            self.log, label.equivariance,
+        )  # fmt: skip
+        return training[-1]
+
+    def save(self, k: int) -> None:
+        """The model stays in memory (the trial keeps its history, not its checkpoints)."""
+
+    def evaluate(self, k: int) -> dict:
+        """The adapted model on the target test frames."""
+        return evaluation(self.model, self.data.test, "round", k, self.data.mean_pose)
+
+    def commit(self, k: int, record: dict) -> None:
+        """Append the round to the trial's history: its evaluation, with the rest of the record beside."""
+        rest = {key: value for key, value in record.items() if key != "evaluation"}
+        self.history.append({**record["evaluation"], **rest})
+
+
 def self_train_rounds(
     model: PoseModel, data: TrialData, config: Config, seed: int, dfa: bool, policy: Policy, log: Log
 ) -> list[dict]:
-    """Rounds 1..R of pseudo-label -> select -> adapt -> evaluate, in place on ``model``."""
-    stage = dataclasses.replace(config.adapt, dfa=dfa)
-    history = []
-    for k in range(1, config.rounds + 1):
-        labels = label_target(model, data.target, config, seed, k)
-        fraction = policy.fraction(k - 1)
-        selection = select(data.target.frame_ids, labels.confidence, fraction)
-        kept = selection.mask
-        target = PseudoLabeled(data.target.images[kept], labels.joints[kept], labels.joint_confidence[kept])
-        training = adapt_fit(
-            model, data.source, target, stage, config.label.invariance, seed * 1000 + k, log,
-            config.label.equivariance,
-        )  # fmt: skip
-        stats = selection_stats(labels, selection, fraction, data.target)
-        history.append(_evaluate(model, data, k, selection=stats, training=training[-1]))
-        log(f"round {k}: kept {stats['num_kept']} ({fraction:.0%})  MPJPE {history[-1]['mpjpe']:.1f} mm")
-    return history
+    """Rounds 1..R of ``rounds.run_rounds`` (the driver's loop) in place on ``model``."""
+    backend = InMemoryRounds(model, data, config, seed, dfa, log)
+    run_rounds(backend, policy, range(1, config.rounds + 1), config.adapt.epochs, log)
+    return backend.history
 
 
 def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, log: Log) -> list[dict]:
@@ -181,7 +233,7 @@ def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, lo
         history.append(_evaluate(model, data, k, training=training[-1]))
         log(
             f"round {k}: discriminator loss {training[-1]['loss_domain']:.3f} "
-            f"accuracy {training[-1]['domain_accuracy']:.2f}  MPJPE {history[-1]['mpjpe']:.1f} mm"
+            f"accuracy {training[-1]['domain_accuracy']:.2f}  {metrics.describe(history[-1])}"
         )
     return history
 
@@ -204,7 +256,8 @@ def pretrain_trial(
     result = _result(
         method, seed, [_evaluate(model, data, 0, training=training[-1])], model, data, config, start
     )
-    return result, checkpoints.to_bytes(model, stage=method, seed=seed)
+    info = checkpoints.pose_info(data.mean_pose)
+    return result, checkpoints.to_bytes(model, stage=method, seed=seed, **info)
 
 
 def adapt_trial(
@@ -260,16 +313,23 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def table(results: list[dict], methods: list[str], config: Config) -> list[dict]:
-    """One row per method: final MPJPE and PA-MPJPE as mean ± sample std over seeds, and the share
-    of the source-only -> target-only MPJPE gap it closes (per seed, then mean ± std)."""
+    """One row per method, after a "Mean pose" row (when the trials carry the baseline): final MPJPE
+    and PA-MPJPE as mean ± sample std over seeds, MPJPE over the mean pose's, and the share of the
+    source-only -> target-only MPJPE gap it closes (each per seed, then mean ± std)."""
     final = {(r["method"], r["seed"]): r["rounds"][-1] for r in results}
+    for r in results:  # the baseline as if it were a trial; every trial of a seed evaluates the same one
+        last = r["rounds"][-1]
+        if last.get("mean_pose_mpjpe") is not None:
+            baseline = {"mpjpe": last["mean_pose_mpjpe"], "pa_mpjpe": last["mean_pose_pa_mpjpe"]}
+            final.setdefault((MEAN_POSE, r["seed"]), {**baseline, "mpjpe_over_mean_pose": 1.0})
     rows = []
-    for method in methods:
+    for method in [MEAN_POSE, *methods]:
         trial = trial_method(config, method)
         seeds = [s for s in config.experiments.seeds if (trial, s) in final]
         if not seeds:
             continue
         mpjpe = [final[trial, s]["mpjpe"] for s in seeds]
+        ratio = [final[trial, s].get("mpjpe_over_mean_pose") for s in seeds]
         closed = [
             (final["only-source", s]["mpjpe"] - final[trial, s]["mpjpe"])
             / (final["only-source", s]["mpjpe"] - final["only-target", s]["mpjpe"])
@@ -284,23 +344,30 @@ def table(results: list[dict], methods: list[str], config: Config) -> list[dict]
                 "seeds": seeds,
                 "mpjpe": _mean_std(mpjpe),
                 "pa_mpjpe": _mean_std([final[trial, s]["pa_mpjpe"] for s in seeds]),
+                "mpjpe_over_mean_pose": None if None in ratio else _mean_std(ratio),
                 "gap_closed": _mean_std(closed) if len(closed) == len(seeds) else None,
             }
         )
     return rows
 
 
-def markdown(rows: list[dict], title: str) -> str:
-    """A table in Markdown: row, MPJPE, PA-MPJPE (mean ± std, mm), gap closed."""
-    lines = [
-        f"| {title} | MPJPE (mm) | PA-MPJPE (mm) | gap closed |",
-        "| --- | --- | --- | --- |",
+def table_cells(row: dict) -> list[str]:
+    """A table row's cells after its name: MPJPE, PA-MPJPE (mean ± std, mm), MPJPE over the mean
+    pose's, gap closed (blank where unknown)."""
+    ratio, gap = row.get("mpjpe_over_mean_pose"), row["gap_closed"]
+    return [
+        f"{row['mpjpe']['mean']:.1f} ± {row['mpjpe']['std']:.1f}",
+        f"{row['pa_mpjpe']['mean']:.1f} ± {row['pa_mpjpe']['std']:.1f}",
+        "" if ratio is None else f"{ratio['mean']:.2f} ± {ratio['std']:.2f}",
+        "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
     ]
-    for row in rows:
-        gap = row["gap_closed"]
-        closed = "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}"
-        lines.append(
-            f"| {row['row']} | {row['mpjpe']['mean']:.1f} ± {row['mpjpe']['std']:.1f} "
-            f"| {row['pa_mpjpe']['mean']:.1f} ± {row['pa_mpjpe']['std']:.1f} | {closed} |"
-        )
+
+
+TABLE_HEADER = ("MPJPE (mm)", "PA-MPJPE (mm)", "MPJPE / mean pose", "gap closed")
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    """A table in Markdown: the row's name, then ``table_cells``."""
+    lines = [f"| {' | '.join((title, *TABLE_HEADER))} |", "|" + " --- |" * (1 + len(TABLE_HEADER))]
+    lines += [f"| {' | '.join([row['row'], *table_cells(row)])} |" for row in rows]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 ``write_report(results, test_frames, out)`` takes ``results.json`` of ``jobs/experiments.py`` and
 writes ``index.html`` with these PNGs beside it:
 
-    rounds.png      MPJPE and PA-MPJPE after each round, mean ± std over seeds, per method
+    rounds.png      MPJPE and PA-MPJPE after each round, mean ± std over seeds, per method, and the
+                    mean training pose's (a dashed line)
     curriculum.png  confidence histograms per round, kept fraction, and pseudo-label error kept/all
     per_joint.png   final per-joint MPJPE of Table 1's methods (mean ± std over seeds)
     per_action.png  the same per action
@@ -23,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dfa_ray import storage  # noqa: E402
-from dfa_ray.experiments import TABLE1, row_name  # noqa: E402
+from dfa_ray.experiments import TABLE1, TABLE_HEADER, row_name, table_cells  # noqa: E402
 from dfa_ray.skeleton import BONES, JOINT_NAMES  # noqa: E402
 
 # The paper's Table 1 (SURREAL -> Human3.6M, without MPII), MPJPE / PA-MPJPE in mm.
@@ -71,6 +72,10 @@ def _png(figure: plt.Figure) -> bytes:
 def _round_curves(
     ax: plt.Axes, groups: Mapping[str, list[Mapping]], methods: Sequence[str], key: str
 ) -> None:
+    # The mean-pose baseline: the same test frames and source for every trial, so one line.
+    baseline = [t["rounds"][-1].get(f"mean_pose_{key}") for ts in groups.values() for t in ts]
+    if baseline and baseline[0] is not None:
+        ax.axhline(baseline[0], color="black", linestyle="--", linewidth=1, label="Mean pose")
     for method in methods:
         values = np.array([[r[key] for r in t["rounds"]] for t in groups[method]])
         mean, std = values.mean(0), values.std(0)
@@ -226,17 +231,11 @@ def skeleton_figure(
 
 
 def _table_html(rows: Sequence[Mapping], title: str, paper: Mapping[str, tuple[float, float]] | None) -> str:
-    head = f"<tr><th>{html.escape(title)}</th><th>MPJPE (mm)</th><th>PA-MPJPE (mm)</th><th>gap closed</th>"
-    head += "<th>paper MPJPE / PA-MPJPE</th></tr>" if paper else "</tr>"
+    names = (title, *TABLE_HEADER, *(("paper MPJPE / PA-MPJPE",) if paper else ()))
+    head = "<tr>" + "".join(f"<th>{html.escape(name)}</th>" for name in names) + "</tr>"
     body = []
     for row in rows:
-        gap = row["gap_closed"]
-        cells = [
-            html.escape(row["row"]),
-            f"{row['mpjpe']['mean']:.1f} ± {row['mpjpe']['std']:.1f}",
-            f"{row['pa_mpjpe']['mean']:.1f} ± {row['pa_mpjpe']['std']:.1f}",
-            "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
-        ]
+        cells = [html.escape(row["row"]), *table_cells(row)]
         if paper:
             reference = paper.get(row["method"])
             cells.append("" if reference is None else f"{reference[0]} / {reference[1]}")
@@ -302,7 +301,9 @@ def write_report(
 <p>Seeds {", ".join(map(str, seeds))}; mean ± sample std over seeds; final round. Target test split:
 {html.escape(str(results["data"]["test"]))}. {results["wall_seconds"] / 60:.1f} min on {machine["cpus"]} CPUs
 ({html.escape(machine["platform"])}, torch {html.escape(machine["torch"])}).
-"Gap closed" is the share of the Only source to Only target MPJPE gap a row closes, per seed.</p>
+"Mean pose" predicts the labeled source frames' mean root-relative pose for every test frame (at its
+true root, as the models are evaluated); "MPJPE / mean pose" is a row's MPJPE over that baseline's,
+per seed. "Gap closed" is the share of the Only source to Only target MPJPE gap a row closes, per seed.</p>
 <h2>Table 1</h2>{_table_html(results["table1"], "method", PAPER_TABLE1)}
 <p>The paper's numbers are SURREAL to Human3.6M without MPII, for reference only: a different data set
 and scale.</p>

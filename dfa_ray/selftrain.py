@@ -1,7 +1,8 @@
 """The driver loop: pretrain, then R rounds of pseudo-label -> select -> adapt -> evaluate.
 
-``self_train(config, resume)`` is what ``jobs/self_train.py`` runs on a Ray cluster. Every stage
-commits through ``RunDir`` (its manifest last), so a killed driver rerun with ``resume=True``
+``self_train(config, resume)`` is what ``jobs/self_train.py`` runs on a Ray cluster: the rounds are
+``rounds.run_rounds``, the loop the experiments run too, with ``RayRounds`` doing each step. Every
+stage commits through ``RunDir`` (its manifest last), so a killed driver rerun with ``resume=True``
 continues after the last committed stage and redoes the interrupted one from scratch.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
@@ -19,9 +22,10 @@ from dfa_ray.data import synthetic
 from dfa_ray.data.records import check_frame_ids, write_records
 from dfa_ray.data.validation import InputError
 from dfa_ray.model import PoseModel
+from dfa_ray.rounds import evaluation, result_line, run_rounds, timed
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label, train
-from dfa_ray.training import Frames, evaluate, load_frames
+from dfa_ray.training import Frames, dataset_mean_pose, load_frames
 
 Log = Callable[[str], None]
 
@@ -146,30 +150,27 @@ def open_run(config: Config, resume: bool) -> RunDir:
     return run
 
 
-def load_inputs(config: Config, log: Log) -> tuple[list[str], str, Frames]:
-    """Connect to Ray; the source and target URIs (rendered if synthetic and absent) and the test frames."""
+@dataclass(frozen=True)
+class Inputs:
+    """What a run reads: the source and target URIs, the test frames, and the labeled source frames'
+    mean pose (the baseline every evaluation is shown beside; None when no source frame has 3D)."""
+
+    source: list[str]
+    target: str
+    test: Frames
+    mean_pose: np.ndarray | None
+
+
+def load_inputs(config: Config, log: Log) -> Inputs:
+    """Connect to Ray; the source and target URIs (rendered if synthetic and absent), the test
+    frames and the source's mean pose."""
     connect(config.ray)
     source, target, test_uri = resolve_data(config, log)
-    return source, target, load_frames(test_uri, config.model.input_size)
+    return Inputs(source, target, load_frames(test_uri, config.model.input_size), dataset_mean_pose(source))
 
 
-@contextmanager
-def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the wall-clock seconds of the block as ``seconds[stage]``: the manifest keeps them, so
-    a run says where its time went (``benchmarks/README.md``, time per round)."""
-    start = time.perf_counter()
-    yield
-    seconds[stage] = round(time.perf_counter() - start, 2)
-
-
-def evaluation(model: PoseModel, test: Frames, stage: str, round_index: int) -> dict:
-    """The metrics.jsonl record of one evaluation."""
-    summary = evaluate(model, test)
-    return {"stage": stage, "round": round_index, **summary}
-
-
-def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: Log = print) -> dict:
-    """Stage 0: pretrain on ``source`` (or load ``init_checkpoint``), evaluate on ``test``, commit.
+def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> dict:
+    """Stage 0: pretrain on the source (or load ``init_checkpoint``), evaluate on the test frames, commit.
 
     Clears whatever an interrupted attempt left of ``run``'s pretrain stage first, and returns the
     committed evaluation. ``self_train`` and ``jobs/pretrain.py`` both run the stage through this.
@@ -180,80 +181,92 @@ def pretrain(config: Config, run: RunDir, source: list[str], test: Frames, log: 
         model, _ = checkpoints.load(config.init_checkpoint)
         stats = {"init_checkpoint": config.init_checkpoint}
     else:
-        log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(source)}")
+        log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(inputs.source)}")
         with timed(seconds, "read"):
-            dataset = train.read_source(source)
+            dataset = train.read_source(inputs.source)
             num_frames = dataset.count()
         with timed(seconds, "train"):
             model, stats = train.run_stage(
                 config, config.pretrain, {"source": dataset}, num_frames, run.ray_storage(0), None
             )
     with timed(seconds, "checkpoint"):
-        checkpoints.save(model, run.model(0), stage="pretrain")
+        checkpoints.save(model, run.model(0), stage="pretrain", **checkpoints.pose_info(inputs.mean_pose))
     log(f"pretrain: checkpoint {run.model(0)}")
     with timed(seconds, "evaluate"):
-        result = evaluation(model, test, "pretrain", 0)
+        result = evaluation(model, inputs.test, "pretrain", 0, inputs.mean_pose)
     run.commit(0, {"training": stats, "evaluation": result, "seconds": seconds})
-    log(_line(result))
+    log(result_line(result))
     return result
+
+
+class RayRounds:
+    """The ``RoundBackend`` of the driver: Ray Data labels, Ray Train adapts, and each round is a
+    ``RunDir`` stage, cleared before it starts and committed (manifest last) when it ends."""
+
+    def __init__(self, config: Config, run: RunDir, inputs: Inputs) -> None:
+        self.config, self.run, self.inputs = config, run, inputs
+        # The label stage must write each of these frames exactly once.
+        self.num_target = check_frame_ids(inputs.target)
+        self.model: PoseModel | None = None
+
+    def label(self, k: int) -> str:
+        """Clear what an interrupted attempt left of round ``k``, then label with ``PseudoLabeler`` actors."""
+        self.run.clear(k)
+        config = self.config
+        label.label_frames(
+            self.inputs.target, self.run.model(k - 1), self.run.labels(k), k, config.label, config.adapt.sigma
+        )
+        return self.run.labels(k)
+
+    def select(self, k: int, labels: str, fraction: float) -> tuple[str, dict]:
+        """The global top ``fraction``, written to ``selected.parquet``."""
+        selection = label.select_labels(
+            labels, self.run.selected(k), fraction, self.config.label.max_error_fraction, self.num_target
+        )
+        return self.run.selected(k), selection
+
+    def read(self, k: int, kept: str) -> dict:
+        """The source and the kept target frames as materialised Ray datasets."""
+        return {
+            "source": train.read_source(self.inputs.source),
+            "target": train.read_selected_target(self.inputs.target, kept, self.config.label.rows_per_block),
+        }
+
+    def adapt(self, k: int, inputs: dict, selection: dict) -> dict:
+        """A Ray Train stage from round ``k - 1``'s checkpoint."""
+        self.model, stats = train.run_stage(
+            self.config, self.config.adapt, inputs, selection["num_kept"], self.run.ray_storage(k),
+            self.run.model(k - 1),
+        )  # fmt: skip
+        return stats
+
+    def save(self, k: int) -> str:
+        """Round ``k``'s ``checkpoint/model.pt``."""
+        info = checkpoints.pose_info(self.inputs.mean_pose)
+        checkpoints.save(self.model, self.run.model(k), stage="round", round=k, **info)
+        return self.run.model(k)
+
+    def evaluate(self, k: int) -> dict:
+        """The adapted model on the test frames."""
+        return evaluation(self.model, self.inputs.test, "round", k, self.inputs.mean_pose)
+
+    def commit(self, k: int, record: dict) -> None:
+        """Write the round's manifest, which commits it."""
+        self.run.commit(k, record)
 
 
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
     """Run (or resume) the whole method; returns the committed evaluations in order."""
     run = open_run(config, resume)
-    source, target, test = load_inputs(config, log)
+    inputs = load_inputs(config, log)
     done = run.committed_rounds()
     if done:
         log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
         run.write_metrics()
-
     if 0 not in done:
-        pretrain(config, run, source, test, log)
-
-    policy = config.policy_schedule
-    num_target = check_frame_ids(target)  # the label stage must write each of these exactly once
-    for k in range(1, config.rounds + 1):
-        if k in done:
-            continue
-        run.clear(k)
-        previous = run.model(k - 1)
-        fraction = policy.fraction(k - 1)
-        seconds: dict[str, float] = {}
-        log(f"round {k}: labeling {num_target} target frames with {config.label.actors} actors")
-        with timed(seconds, "label"):
-            label.label_frames(target, previous, run.labels(k), k, config.label, config.adapt.sigma)
-        log(f"round {k}: labeled in {seconds['label']:.0f} s; selecting the top {fraction:.0%}")
-        with timed(seconds, "select"):
-            selection = label.select_labels(
-                run.labels(k), run.selected(k), fraction, config.label.max_error_fraction, num_target
-            )
-        log(
-            f"round {k}: kept {selection['num_kept']} of {selection['num_frames']} frames, threshold "
-            f"{selection['threshold']}, {selection['num_failed']} could not be labeled"
-        )
-        with timed(seconds, "read"):
-            datasets = {
-                "source": train.read_source(source),
-                "target": train.read_selected_target(target, run.selected(k), config.label.rows_per_block),
-            }
-        log(f"round {k}: adapting for {config.adapt.epochs} epochs on {selection['num_kept']} target frames")
-        with timed(seconds, "adapt"):
-            model, stats = train.run_stage(
-                config, config.adapt, datasets, selection["num_kept"], run.ray_storage(k), previous
-            )
-        with timed(seconds, "checkpoint"):
-            checkpoints.save(model, run.model(k), stage="round", round=k)
-        log(f"round {k}: checkpoint {run.model(k)}")
-        with timed(seconds, "evaluate"):
-            result = evaluation(model, test, "round", k)
-        run.commit(k, {"selection": selection, "training": stats, "evaluation": result, "seconds": seconds})
-        log(_line(result))
+        pretrain(config, run, inputs, log)
+    # Committed stages are 0..n with no gap (``committed_rounds``): the rounds left start after them.
+    first = max(done, default=0) + 1
+    rounds = range(first, config.rounds + 1)
+    run_rounds(RayRounds(config, run, inputs), config.policy_schedule, rounds, config.adapt.epochs, log)
     return [run.read_manifest(k)["evaluation"] for k in run.committed_rounds()]
-
-
-def _line(result: dict) -> str:
-    name = "pretrain" if result["stage"] == "pretrain" else f"round {result['round']}"
-    return (
-        f"{name:>9}: MPJPE {result['mpjpe']:.1f} mm  PA-MPJPE {result['pa_mpjpe']:.1f} mm  "
-        f"({result['num_frames']} test frames)"
-    )

@@ -36,6 +36,7 @@ from dfa_ray.experiments import (
     table,
     table2_methods,
 )
+from dfa_ray.metrics import describe
 from dfa_ray.rundir import RunDir
 from dfa_ray.selftrain import connect, open_run, resolve_data
 from dfa_ray.training import concat_frames, load_frames
@@ -120,11 +121,8 @@ def run_experiments(config: Config, resume: bool = False, log: Callable[[str], N
         if model_ref is not None:
             storage.write_bytes(trial_uri(run, method, seed, ".pt"), ray.get(model_ref))
         results.append(result)
-        final = result["rounds"][-1]
-        log(
-            f"trial {len(results)}/{total}: {method} seed {seed}  MPJPE {final['mpjpe']:.1f}  "
-            f"PA-MPJPE {final['pa_mpjpe']:.1f}  ({result['seconds']:.0f} s)"
-        )
+        scores = describe(result["rounds"][-1])
+        log(f"trial {len(results)}/{total}: {method} seed {seed}  {scores}  ({result['seconds']:.0f} s)")
 
     summary = {
         "table1": table(results, list(TABLE1), config),

@@ -42,8 +42,7 @@ def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = prin
     if run.is_committed(0):
         log(f"{run.stage(0)} is already committed; nothing to do")
         return None
-    source, _, test = load_inputs(config, log)
-    result = pretrain(config, run, source, test, log)
+    result = pretrain(config, run, load_inputs(config, log), log)
     log(f"committed {run.model(0)}; continue with jobs/self_train.py --resume and the same config")
     return result
 

@@ -12,6 +12,7 @@ from dfa_ray.experiments import (
     TrialData,
     adapting_methods,
     label_target,
+    markdown,
     pretrain_trial,
     table,
     table2_methods,
@@ -29,7 +30,8 @@ SMOKE = "configs/experiments/smoke.yaml"
 
 
 def _trial(method, seed, mpjpe):
-    return {"method": method, "seed": seed, "rounds": [{"mpjpe": mpjpe, "pa_mpjpe": mpjpe / 2}]}
+    final = {"mpjpe": mpjpe, "pa_mpjpe": mpjpe / 2, "mean_pose_mpjpe": 400.0, "mean_pose_pa_mpjpe": 300.0}
+    return {"method": method, "seed": seed, "rounds": [{**final, "mpjpe_over_mean_pose": mpjpe / 400}]}
 
 
 def test_rows_report_mean_std_over_seeds_and_the_gap_closed_per_seed():
@@ -44,6 +46,15 @@ def test_rows_report_mean_std_over_seeds_and_the_gap_closed_per_seed():
     assert dfa["pa_mpjpe"]["mean"] == 120
     assert dfa["gap_closed"]["values"] == [0.5, 0.75]  # (300-250)/(300-200), (320-230)/(320-200)
     assert rows["only-source"]["gap_closed"]["mean"] == 0 and rows["only-target"]["gap_closed"]["mean"] == 1
+    # The mean-pose baseline comes first, and every row says its MPJPE over the baseline's.
+    baseline = rows["mean-pose"]
+    assert baseline["row"] == "Mean pose" and list(rows)[0] == "mean-pose"
+    assert baseline["mpjpe"]["mean"] == 400 and baseline["pa_mpjpe"]["mean"] == 300
+    assert baseline["gap_closed"]["values"] == [-1.0, -0.67]  # (300 - 400) / (300 - 200), -80 / 120
+    assert dfa["mpjpe_over_mean_pose"]["values"] == [0.62, 0.57]
+    text = markdown(table(results, ["only-source", "dfa"], config), "Table 1")
+    assert text.splitlines()[0] == "| Table 1 | MPJPE (mm) | PA-MPJPE (mm) | MPJPE / mean pose | gap closed |"
+    assert text.splitlines()[2].startswith("| Mean pose | 400.0 ± 0.0 | 300.0 ± 0.0 | 1.00 ± 0.00 |")
 
 
 def test_table2_row_with_table1_policy_is_the_ours_trial_not_a_second_run():
@@ -106,9 +117,9 @@ def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, 
     run = tmp_path / "runs" / config.run_name
     results = json.loads((run / "results.json").read_text())
     names = [row["row"] for row in results["table1"]]
-    assert names == ["Only source", "DANN", "w/o DFA", "Ours (DFA)", "Only target"]
+    assert names == ["Mean pose", "Only source", "DANN", "w/o DFA", "Ours (DFA)", "Only target"]
     assert [row["row"] for row in results["table2"]] == [
-        "(60%, 0%, 60%)", "(80%, 0%, 80%)", "(100%, 0%, 100%)", "(60%, 5%, 99%)",
+        "Mean pose", "(60%, 0%, 60%)", "(80%, 0%, 80%)", "(100%, 0%, 100%)", "(60%, 5%, 99%)",
     ]  # fmt: skip
     for row in results["table1"] + results["table2"]:
         assert row["seeds"] == [0, 1, 2]
@@ -117,6 +128,7 @@ def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, 
             row["mpjpe"]["std"],
             row["pa_mpjpe"]["mean"],
             row["gap_closed"]["mean"],
+            row["mpjpe_over_mean_pose"]["mean"],
         ]
         assert all(math.isfinite(v) for v in values), row
     trials = {(t["method"], t["seed"]): t for t in results["trials"]}

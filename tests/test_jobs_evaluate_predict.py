@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
 import pytest
 
-from dfa_ray import checkpoints, selftrain, storage
+from dfa_ray import checkpoints, metrics, selftrain, storage
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.model import ModelConfig, PoseModel
@@ -64,6 +65,8 @@ def test_evaluate_prints_one_json_object_matching_training_evaluate(form, assets
     assert result["num_frames"] == 6 and result["num_frames_without_3d"] == 0
     assert result["checkpoint"] == checkpoint and result["data"] == assets["data"]
     assert result["checkpoint_info"] == {"stage": "test"}
+    # This checkpoint carries no mean pose and none was asked for: no baseline, and the output says so.
+    assert result["mean_pose_from"] is None and "mean_pose_mpjpe" not in result
     model, _ = checkpoints.load(assets["checkpoint"])
     expected = evaluate(model, load_frames(assets["data"], TINY.input_size))
     assert result["mpjpe"] == pytest.approx(expected["mpjpe"], rel=1e-9)
@@ -71,6 +74,40 @@ def test_evaluate_prints_one_json_object_matching_training_evaluate(form, assets
     assert result["per_action"].keys() == expected["per_action"].keys()
     assert len(result["per_joint"]) == 17
     assert "evaluated 6 frames" in captured.err
+
+
+def test_evaluate_shows_the_mean_pose_of_the_checkpoint_or_of_a_given_dataset(assets, tmp_path, capsys):
+    frames = load_frames(assets["data"], TINY.input_size)
+    pose = metrics.mean_pose(frames.joints_3d)
+    checkpoint = str(tmp_path / "with-pose.pt")
+    checkpoints.save(PoseModel(TINY), checkpoint, stage="pretrain", **checkpoints.pose_info(pose))
+    assert evaluate_job.main(["--checkpoint", checkpoint, "--data", assets["data"]]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    expected = metrics.mean_pose_baseline(np.round(pose, 1), frames.joints_3d)
+    assert result["mean_pose_from"] == "checkpoint"
+    assert result["mean_pose_mpjpe"] == pytest.approx(expected["mpjpe"])
+    assert result["mean_pose_pa_mpjpe"] == pytest.approx(expected["pa_mpjpe"])
+    assert result["mpjpe_over_mean_pose"] == pytest.approx(result["mpjpe"] / expected["mpjpe"])
+    assert "x mean pose" in captured.err
+    # --mean-pose-from takes the baseline from that dataset's labeled frames instead.
+    args = [
+        "--checkpoint",
+        assets["checkpoint"],
+        "--data",
+        assets["data"],
+        "--mean-pose-from",
+        assets["data"],
+    ]
+    assert evaluate_job.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mean_pose_from"] == assets["data"]
+    assert result["mean_pose_mpjpe"] == pytest.approx(
+        metrics.mean_pose_baseline(pose, frames.joints_3d)["mpjpe"]
+    )
+    args[-1] = assets["no3d"]
+    assert evaluate_job.main(args) == 2
+    assert "none of its frames has joints_3d" in capsys.readouterr().err
 
 
 def test_evaluate_without_joints_3d_exits_2_naming_the_dataset(assets, capsys):
@@ -235,10 +272,13 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
     manifest = run.read_manifest(0)
     assert manifest["training"] == {"loss": 1.5}
     assert manifest["evaluation"]["stage"] == "pretrain" and manifest["evaluation"]["num_frames"] == 6
-    assert checkpoints.load(run.model(0))[1] == {"stage": "pretrain"}
-    metrics = [json.loads(line) for line in storage.read_bytes(run.metrics).decode().splitlines()]
-    assert [m["stage"] for m in metrics] == ["pretrain"]
-    assert "pretrain: MPJPE" in capsys.readouterr().out
+    # The checkpoint carries the source's mean pose, and the evaluation is shown beside it.
+    source_pose = metrics.mean_pose(load_frames(assets["data"], TINY.input_size).joints_3d)
+    assert checkpoints.load(run.model(0))[1] == {"stage": "pretrain", **checkpoints.pose_info(source_pose)}
+    assert manifest["evaluation"]["mean_pose_mpjpe"] > 0 and "mpjpe_over_mean_pose" in manifest["evaluation"]
+    records = [json.loads(line) for line in storage.read_bytes(run.metrics).decode().splitlines()]
+    assert [m["stage"] for m in records] == ["pretrain"]
+    assert re.search(r"pretrain: MPJPE [\d.]+ mm \([\d.]+x mean pose [\d.]+\)", capsys.readouterr().out)
     # The driver, given the same flags and --resume, accepts the run and skips what is committed.
     config, _ = pretrain_job.parse_config([*argv, "--resume"])
     selftrain.check_resume(run, config, resume=True)

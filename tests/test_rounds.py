@@ -1,0 +1,142 @@
+"""The one round loop (``rounds.run_rounds``): its steps, and that the driver and the experiments run it."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from dfa_ray import checkpoints, experiments, metrics, rounds, selftrain
+from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig
+from dfa_ray.data import synthetic
+from dfa_ray.data.records import write_records
+from dfa_ray.drills import KILL_POINTS
+from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial
+from dfa_ray.model import PoseModel
+from dfa_ray.policy import Policy
+from dfa_ray.rundir import RunDir
+from dfa_ray.training import Frames
+from tests.helpers import TINY
+
+
+class FakeBackend:
+    """Records the steps it is asked for and hands each step's output to the next."""
+
+    num_target = 10
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def label(self, k):
+        self.calls.append(("label", k))
+        return f"labels-{k}"
+
+    def select(self, k, labels, fraction):
+        self.calls.append(("select", k, labels, fraction))
+        stats = {"num_frames": 10, "num_kept": round(10 * fraction), "threshold": 0.5, "num_failed": 0}
+        return f"kept-{k}", stats
+
+    def read(self, k, kept):
+        self.calls.append(("read", k, kept))
+        return f"inputs-{k}"
+
+    def adapt(self, k, inputs, selection):
+        self.calls.append(("adapt", k, inputs, selection["num_kept"]))
+        return {"loss": 1.0}
+
+    def save(self, k):
+        self.calls.append(("save", k))
+        return f"round-{k}/model.pt"
+
+    def evaluate(self, k):
+        self.calls.append(("evaluate", k))
+        return {"stage": "round", "round": k, "mpjpe": 100.0 / k, "pa_mpjpe": 50.0, "num_frames": 5}
+
+    def commit(self, k, record):
+        self.calls.append(("commit", k, record))
+
+
+def test_a_round_labels_selects_reads_adapts_saves_evaluates_and_commits_in_order():
+    backend, lines = FakeBackend(), []
+    records = rounds.run_rounds(backend, Policy.parse("60%,10%,80%"), range(2, 4), 5, lines.append)
+    steps = [call[:2] for call in backend.calls]
+    each = ["label", "select", "read", "adapt", "save", "evaluate", "commit"]
+    assert steps == [(name, 2) for name in each] + [(name, 3) for name in each]
+    # Round k keeps the policy's fraction of round k; each step gets the previous one's output.
+    assert backend.calls[1] == ("select", 2, "labels-2", 0.7) and backend.calls[2] == ("read", 2, "kept-2")
+    assert backend.calls[3] == ("adapt", 2, "inputs-2", 7)
+    record = backend.calls[6][2]
+    assert record == records[0] and set(record) == {"selection", "training", "evaluation", "seconds"}
+    assert set(record["seconds"]) == {"label", "select", "read", "adapt", "checkpoint", "evaluate"}
+    # The log has every line the driver-kill drills wait for, and the result line.
+    text = "\n".join(lines)
+    for pattern in KILL_POINTS.values():
+        if "{k}" in pattern:
+            assert re.search(pattern.format(k=3), text), pattern
+    assert "  round 3: MPJPE 33.3 mm  PA-MPJPE 50.0 mm  (5 test frames)" in lines
+
+
+def _dataset(path, n: int) -> str:
+    write_records(list(synthetic.generate("synthetic-real", "test", n, crop_size=32)), path)
+    return str(path)
+
+
+def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tmp_path, monkeypatch):
+    assert selftrain.run_rounds is rounds.run_rounds is experiments.run_rounds
+    target = _dataset(tmp_path / "target", 4)
+    config = Config(
+        storage=str(tmp_path / "runs"), run_name="r", rounds=4, model=TINY,
+        data=DataConfig(source=(target,), target=target, test=target),
+    )  # fmt: skip
+    run = RunDir(config.storage, config.run_name)
+    for k in (0, 1):  # an earlier attempt committed pretraining and round 1
+        run.commit(k, {"evaluation": {"stage": "round", "round": k}})
+    inputs = selftrain.Inputs([target], target, None, None)
+    monkeypatch.setattr(selftrain, "load_inputs", lambda config, log: inputs)
+    monkeypatch.setattr(selftrain, "pretrain", lambda *args: pytest.fail("pretraining is committed"))
+    seen = []
+    monkeypatch.setattr(selftrain, "run_rounds", lambda *args: seen.append(args))
+    selftrain.self_train(config, resume=True, log=lambda _: None)
+    [(backend, policy, todo, epochs, _)] = seen
+    assert isinstance(backend, selftrain.RayRounds) and backend.num_target == 4
+    assert todo == range(2, 5) and policy == config.policy_schedule and epochs == config.adapt.epochs
+
+
+def _trial_data() -> TrialData:
+    def frames(domain: str, n: int) -> Frames:
+        return Frames.from_rows(list(synthetic.generate(domain, "train", n, crop_size=48)), TINY.input_size)
+
+    return TrialData(
+        frames("synthetic-source", 16), frames("synthetic-real", 16), frames("synthetic-real", 8)
+    )
+
+
+def test_an_experiment_trial_self_trains_through_the_round_loop_deterministically(monkeypatch):
+    config = Config(
+        model=TINY, rounds=2, policy="50%,25%,100%",
+        adapt=AdaptConfig(epochs=1, batch_size=4), label=LabelConfig(batch_size=8),
+    )  # fmt: skip
+    data = _trial_data()
+    torch.manual_seed(0)
+    pretrained = checkpoints.to_bytes(PoseModel(TINY))
+    backends = []
+    real = rounds.run_rounds
+    monkeypatch.setattr(
+        experiments, "run_rounds", lambda backend, *args: backends.append(backend) or real(backend, *args)
+    )
+    quiet = {"log": lambda _: None}
+    first = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
+    again = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
+    assert [type(b) for b in backends] == [InMemoryRounds, InMemoryRounds]
+    history = first["rounds"]
+    assert [r["round"] for r in history] == [0, 1, 2]
+    assert [r["selection"]["num_kept"] for r in history[1:]] == [8, 12]
+    assert set(history[1]["seconds"]) == {"label", "select", "read", "adapt", "checkpoint", "evaluate"}
+    # Every evaluation stands beside the source's mean pose.
+    baseline = metrics.mean_pose_baseline(data.mean_pose, data.test.joints_3d)["mpjpe"]
+    assert all(r["mean_pose_mpjpe"] == pytest.approx(baseline) for r in history)
+    # Seeded: the same trial twice gives the same numbers.
+    assert [r["mpjpe"] for r in again["rounds"]] == [r["mpjpe"] for r in history]
+    np.testing.assert_array_equal(first["examples"]["joints_mm"], again["examples"]["joints_mm"])
