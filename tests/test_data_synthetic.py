@@ -1,3 +1,6 @@
+from fnmatch import fnmatch
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -56,15 +59,19 @@ def test_train_and_test_subjects_are_disjoint_and_domains_differ():
     assert not source & real
 
 
-def test_real_domain_is_visually_busier_than_source():
-    # Mean horizontal gradient after a blur that removes pixel noise: clutter and shading, not grain.
-    def busyness(domain):
-        images = [decode_image(r["image"]).astype(np.float64) for r in syn.generate(domain, "train", 30)]
-        return np.mean(
-            [np.abs(np.diff(cv2.GaussianBlur(i, (0, 0), 2).mean(-1), axis=1)).mean() for i in images]
-        )
+def test_a_colour_histogram_tells_the_domains_apart():
+    # The source now sits on photos, so it is as busy as the target's rooms; the domains must still look
+    # different. Nearest centroid on coarse RGB histograms, fitted on 60 frames per domain, tested on 60.
+    def features(domain):
+        images = [decode_image(r["image"]) for r in syn.generate(domain, "train", 120)]
+        hists = [cv2.calcHist([i], [0, 1, 2], None, [4, 4, 4], [0, 256] * 3).ravel() for i in images]
+        return np.sqrt(np.array(hists) / images[0].shape[0] ** 2)
 
-    assert busyness("synthetic-real") > 1.5 * busyness("synthetic-source")
+    data = {domain: features(domain) for domain in syn.DOMAINS}
+    centroids = np.stack([data[d][:60].mean(0) for d in syn.DOMAINS])
+    for k, domain in enumerate(syn.DOMAINS):
+        nearest = np.linalg.norm(data[domain][60:, None] - centroids[None], axis=2).argmin(1)
+        assert (nearest == k).mean() > 0.8, domain
 
 
 def test_unknown_domain_and_split_are_named():
@@ -83,3 +90,130 @@ def test_outlines_keep_a_limb_visible_over_a_part_of_its_own_colour():
     syn._limb(outlined, p, q, 8, colour, shaded=False, outlined=True)
     assert np.all(flat == colour)
     assert np.abs(outlined.astype(int) - colour).max() > 40
+
+
+BACKGROUNDS = Path(syn.__file__).parent / "backgrounds"
+LICENCES = {"CC0-1.0", "public domain", "Apache-2.0 AND BSD-3-Clause"}
+
+
+def test_sources_list_every_committed_photo_with_origin_and_a_permissive_licence():
+    rows = syn.photo_sources()
+    files = sorted(p.name for p in BACKGROUNDS.iterdir() if p.suffix == ".jpg")
+    assert sorted(r["file"] for r in rows) == files and 15 <= len(files) <= 40
+    for row in rows:
+        assert row["pool"] in ("source", "target") and row["licence"] in LICENCES, row
+        assert row["package"] and row["version"] and row["path"], row
+    assert sum(p.stat().st_size for p in BACKGROUNDS.iterdir()) < 3_000_000
+    # Both pools are used, and no photo is in both (the target must not show source backgrounds).
+    pools = {pool: {r["file"] for r in rows if r["pool"] == pool} for pool in ("source", "target")}
+    assert pools["source"] and pools["target"] and not pools["source"] & pools["target"]
+    assert len(pools["source"]) > 3 * len(pools["target"])
+
+
+def test_background_photos_are_package_data_and_decode_to_photographs():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(syn.__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["dfa_ray.data"]
+    for path in BACKGROUNDS.iterdir():
+        assert any(fnmatch(f"backgrounds/{path.name}", p) for p in patterns), path.name
+    for pool in ("source", "target"):
+        photos = syn.background_photos(pool)
+        assert len(photos) == sum(r["pool"] == pool for r in syn.photo_sources())
+        for photo in photos:
+            assert photo.dtype == np.uint8 and photo.ndim == 3 and min(photo.shape[:2]) == 256
+            assert photo.std() > 20  # not a flat colour
+
+
+def test_source_backgrounds_are_crops_of_the_source_photos(monkeypatch):
+    # Swap each pool for one marker photo: a green source pool, a magenta target pool. Source frames
+    # whose corners are green show the photos; the target's frames never ask for the source pool.
+    asked = []
+    markers = {"source": (10, 200, 10), "target": (200, 10, 200)}
+
+    def pool(name):
+        asked.append(name)
+        photo = np.empty((256, 320, 3), np.uint8)
+        photo[:] = markers[name]
+        return ((photo, photo[::2, ::2].copy()),)
+
+    monkeypatch.setattr(syn, "_photo_pool", pool)
+    rows = list(syn.generate("synthetic-source", "train", 60))
+    corners = np.array([decode_image(r["image"])[:4, :4].reshape(-1, 3).mean(0) for r in rows])
+    green = (corners[:, 1] > 3 * corners[:, 0]) & (corners[:, 1] > 3 * corners[:, 2])
+    assert 0.7 < green.mean() < 0.97  # 85 % photos, the rest plain or noisy colour
+    assert set(asked) == {"source"}
+    asked.clear()
+    list(syn.generate("synthetic-real", "train", 60))
+    assert set(asked) == {"target"}  # framed pictures in half of the rooms
+
+
+def test_source_frames_show_a_photo_behind_the_person(monkeypatch):
+    # With the real photos: every pixel the person leaves uncovered is the photo crop, and those crops
+    # look like photographs: varied (unlike a plain background) yet smooth between neighbouring pixels
+    # (unlike a noise background).
+    crops = []
+
+    def photo(*args):
+        crops.append(real(*args))
+        return crops[-1]
+
+    real = syn._photo
+    monkeypatch.setattr(syn, "_photo", photo)
+    photographic = []
+    for index in range(40):
+        crops.clear()
+        frame = decode_image(syn.render_frame("synthetic-source", "train", index)["image"])
+        if not crops:
+            continue
+        assert np.all(frame == crops[0], axis=2).mean() > 0.4
+        grey = crops[0].astype(np.float64).mean(2)
+        neighbours = np.corrcoef(grey[:, :-1].ravel(), grey[:, 1:].ravel())[0, 1]
+        photographic.append(grey.std() > 10 and neighbours > 0.6)
+    assert len(photographic) >= 28 and np.mean(photographic) > 0.85
+
+
+@pytest.mark.parametrize("action", syn.ACTIONS)
+def test_poses_respect_the_joint_limits(action):
+    rng = np.random.default_rng(3)
+    subject = syn._subject(1)
+    for _ in range(100):
+        angles = syn._action_angles(action, rng)
+        for name, value in angles.items():
+            low, high = syn.JOINT_LIMITS_DEG[name[:-2] if name[-2:] in ("_l", "_r") else name]
+            assert low <= value <= high, (name, value)
+        j = syn.pose(action, subject, rng)
+        for s in "lr":
+            for a, b, c, limit in (("hip", "knee", "ankle", "knee"), ("shoulder", "elbow", "wrist", "elb")):
+                upper = j[JOINT_NAMES.index(f"{s}_{b}")] - j[JOINT_NAMES.index(f"{s}_{a}")]
+                lower = j[JOINT_NAMES.index(f"{s}_{c}")] - j[JOINT_NAMES.index(f"{s}_{b}")]
+                cosine = upper @ lower / np.linalg.norm(upper) / np.linalg.norm(lower)
+                flexion = np.degrees(np.arccos(np.clip(cosine, -1, 1)))
+                assert flexion <= syn.JOINT_LIMITS_DEG[limit][1] + 1e-6, (action, b, flexion)
+        reach = np.linalg.norm(j, axis=1).max()
+        assert reach < 1250, (action, reach)  # ankles ~1.1 m from the pelvis; raised hands a little more
+        # Knees bend backwards, never hyperextend: the shin turns from the thigh about the body's left-right
+        # axis (x in the body frame), in the direction that brings the heel to the buttock.
+        for s in "lr":
+            hip, knee, ankle = (j[JOINT_NAMES.index(f"{s}_{n}")] for n in ("hip", "knee", "ankle"))
+            assert np.cross(knee - hip, ankle - knee)[0] >= -1e-6, (action, s)
+
+
+def test_walking_couples_left_and_right_and_arms_against_legs():
+    rng = np.random.default_rng(0)
+    angles = [syn._action_angles("walking", rng) for _ in range(300)]
+    hip_l, hip_r, sh_l = (np.array([a[k] for a in angles]) for k in ("hip_l", "hip_r", "sh_l"))
+    assert np.corrcoef(hip_l, hip_r)[0, 1] < -0.9
+    assert np.corrcoef(hip_l, sh_l)[0, 1] < -0.8
+
+
+def test_every_action_keeps_the_person_inside_the_crop():
+    rng = np.random.default_rng(1)
+    style = syn.STYLES["synthetic-source"]
+    for action in syn.ACTIONS:
+        for number in (1, 8):
+            joints, camera, pixels = syn.place(syn.pose(action, syn._subject(number), rng), style, rng, 64)
+            assert np.all((pixels > -1) & (pixels < 64)), action
+    counts = {}
+    for row in syn.generate("synthetic-source", "train", 280):
+        counts[row["action"]] = counts.get(row["action"], 0) + 1
+    assert set(counts) == set(syn.ACTIONS)  # the source draws every action
