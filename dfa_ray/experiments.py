@@ -4,15 +4,19 @@ A trial runs the method in one process with the same functions the distributed s
 (``pseudo_label``, ``policy.select``, ``DFANet``/``train_step``), on frames held in memory and with
 its own seed for weights, batch order and views, so a trial's numbers repeat exactly on a machine.
 Every adapting method starts from its seed's source-pretrained model ("Only source"), so the rows
-of one seed differ only in how they adapt. ``jobs/experiments.py`` runs the trials as Ray tasks.
+of one seed differ only in how they adapt. With ``init_checkpoint`` set (the shipped source model,
+``models/source/``) every seed starts from that model, and seeds differ in how they adapt.
+``jobs/experiments.py`` runs the trials as Ray tasks.
 
 Methods (row names as in the paper):
 
-    only-source  "Only source"   pretrain on labeled source frames (the lower bound)
+    only-source  "Only source"   pretrained on labeled source frames, or init_checkpoint (lower bound)
     dann         "DANN"          source labels + a domain discriminator behind gradient reversal
     wo-dfa       "w/o DFA"       self-training whose target term trains the decoder too
     dfa          "Ours (DFA)"    self-training with the decoder frozen for the target term
-    only-target  "Only target"   trained on the target frames' own labels (the upper bound)
+    only-target  "Only target"   the same rounds supervised by every target frame's true label
+                                 instead of pseudo-labels: the upper bound of adapting on these
+                                 frames with this budget (the paper trains it from ImageNet alone)
     policy:<p>   "(60%, 0%, 60%)" ... Table 2: self-training with DFA under curriculum policy p
 
 The adapting methods run ``rounds`` rounds of ``adapt.epochs`` epochs each; DANN has the same
@@ -100,7 +104,7 @@ def table2_methods(config: Config) -> list[str]:
 def adapting_methods(config: Config) -> list[str]:
     """Every method that starts from a seed's pretrained model, each once."""
     ours = policy_method(config.policy)
-    rows = ["dann", "wo-dfa", "dfa"] + [m for m in table2_methods(config) if m != ours]
+    rows = ["only-target", "dann", "wo-dfa", "dfa"] + [m for m in table2_methods(config) if m != ours]
     return list(dict.fromkeys(rows))
 
 
@@ -238,26 +242,36 @@ def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, lo
     return history
 
 
-def pretrain_trial(
-    method: str, data: TrialData, config: Config, seed: int, log: Log = print
-) -> tuple[dict, bytes]:
-    """ "Only source" or "Only target": train from scratch; the result and the model's bytes."""
-    if method not in ("only-source", "only-target"):
-        raise ValueError(f"{method!r} is not a pretraining method")
-    frames = data.source if method == "only-source" else data.target
-    # The source may mix in 2D-only frames (MPII); the upper bound needs the target's 3D truth.
-    if method == "only-target" and not frames.has_3d.all():
-        missing = int((~frames.has_3d).sum())
-        raise ValueError(f"'Only target' needs 3D labels on every target frame; {missing} lack them")
+def pretrain_trial(data: TrialData, config: Config, seed: int, log: Log = print) -> tuple[dict, bytes]:
+    """ "Only source": the source model every adapting method of ``seed`` starts from; the result and
+    the model's bytes. It is ``init_checkpoint`` where the config names one, else trained here."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = create_model(config.model).to(device(config))
-    training = fit(model, frames, config.pretrain, seed, log, config.label.equivariance)
-    result = _result(
-        method, seed, [_evaluate(model, data, 0, training=training[-1])], model, data, config, start
-    )
+    if config.init_checkpoint:
+        model, info = checkpoints.load(config.init_checkpoint)
+        model.to(device(config))
+        history = [_evaluate(model, data, 0, init_checkpoint=config.init_checkpoint)]
+    else:
+        model = create_model(config.model).to(device(config))
+        training = fit(model, data.source, config.pretrain, seed, log, config.label.equivariance)
+        history = [_evaluate(model, data, 0, training=training[-1])]
+    result = _result("only-source", seed, history, model, data, config, start)
     info = checkpoints.pose_info(data.mean_pose)
-    return result, checkpoints.to_bytes(model, stage=method, seed=seed, **info)
+    return result, checkpoints.to_bytes(model, stage="only-source", seed=seed, **info)
+
+
+def target_label_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, log: Log) -> list[dict]:
+    """ "Only target": each round trains ``adapt.epochs`` epochs on every target frame's true label."""
+    # The source may mix in 2D-only frames (MPII); the upper bound needs the target's 3D truth.
+    if not data.target.has_3d.all():
+        missing = int((~data.target.has_3d).sum())
+        raise ValueError(f"'Only target' needs 3D labels on every target frame; {missing} lack them")
+    history = []
+    for k in range(1, config.rounds + 1):
+        training = fit(model, data.target, config.adapt, seed * 1000 + k, log, config.label.equivariance)
+        history.append(_evaluate(model, data, k, training=training[-1]))
+        log(f"round {k}: {metrics.describe(history[-1])}")
+    return history
 
 
 def adapt_trial(
@@ -269,7 +283,9 @@ def adapt_trial(
     model, _ = checkpoints.from_bytes(pretrained, f"the seed-{seed} pretrained model")
     model.to(device(config))
     history = [_evaluate(model, data, 0)]
-    if method == "dann":
+    if method == "only-target":
+        history += target_label_rounds(model, data, config, seed, log)
+    elif method == "dann":
         history += dann_rounds(model, data, config, seed, log)
     elif method in ("dfa", "wo-dfa"):
         history += self_train_rounds(model, data, config, seed, method == "dfa", config.policy_schedule, log)

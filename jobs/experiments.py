@@ -49,9 +49,9 @@ def _log(method: str, seed: int) -> Callable[[str], None]:
     return log
 
 
-def _pretrain_task(method: str, seed: int, config: Config, data: TrialData) -> tuple[dict, bytes]:
+def _pretrain_task(seed: int, config: Config, data: TrialData) -> tuple[dict, bytes]:
     torch.set_num_threads(config.experiments.threads)
-    return pretrain_trial(method, data, config, seed, _log(method, seed))
+    return pretrain_trial(data, config, seed, _log("only-source", seed))
 
 
 def _adapt_task(method: str, seed: int, config: Config, data: TrialData, pretrained: bytes) -> dict:
@@ -97,17 +97,12 @@ def run_experiments(config: Config, resume: bool = False, log: Callable[[str], N
             results.append(result)
             pretrained[seed] = ray.put(storage.read_bytes(model_uri))
         else:
-            ref, pretrained[seed] = pretrain_remote.remote("only-source", seed, config, data)
+            ref, pretrained[seed] = pretrain_remote.remote(seed, config, data)
             pending[ref] = ("only-source", seed, pretrained[seed])
-    later = [(m, s) for s in config.experiments.seeds for m in adapting_methods(config)]
-    later += [("only-target", s) for s in config.experiments.seeds]
-    for method, seed in later:
+    for method, seed in [(m, s) for s in config.experiments.seeds for m in adapting_methods(config)]:
         result = saved(method, seed)
         if result is not None:
             results.append(result)
-        elif method == "only-target":
-            ref, _ = pretrain_remote.remote(method, seed, config, data)
-            pending[ref] = (method, seed, None)
         else:
             pending[adapt_remote.remote(method, seed, config, data, pretrained[seed])] = (method, seed, None)
 

@@ -10,6 +10,7 @@ from dfa_ray.config import AdaptConfig, Config, ExperimentsConfig, LabelConfig, 
 from dfa_ray.data import synthetic
 from dfa_ray.experiments import (
     TrialData,
+    adapt_trial,
     adapting_methods,
     label_target,
     markdown,
@@ -62,7 +63,8 @@ def test_table2_row_with_table1_policy_is_the_ours_trial_not_a_second_run():
     assert "policy:(60%, 5%, 99%)" in table2_methods(config)
     assert "policy:(60%, 5%, 99%)" not in adapting_methods(config)
     assert trial_method(config, "policy:(60%, 5%, 99%)") == "dfa"
-    assert adapting_methods(config)[:3] == ["dann", "wo-dfa", "dfa"] and len(adapting_methods(config)) == 6
+    assert adapting_methods(config)[:4] == ["only-target", "dann", "wo-dfa", "dfa"]
+    assert len(adapting_methods(config)) == 7
 
 
 def _frames(n, domain="synthetic-real"):
@@ -157,8 +159,31 @@ def test_only_source_accepts_2d_only_source_frames_and_only_target_needs_3d():
     source = Frames.from_rows(mixed, TINY.input_size)
     _, target = _frames(16)
     data = TrialData(source, target, target)
-    result, _ = pretrain_trial("only-source", data, config, seed=0, log=lambda _: None)
+    result, pretrained = pretrain_trial(data, config, seed=0, log=lambda _: None)
     assert math.isfinite(result["rounds"][0]["mpjpe"])
     unlabeled = TrialData(source, source, target)
     with pytest.raises(ValueError, match="8 lack them"):
-        pretrain_trial("only-target", unlabeled, config, seed=0, log=lambda _: None)
+        adapt_trial("only-target", unlabeled, config, 0, pretrained, log=lambda _: None)
+
+
+def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_it_on_true_labels(tmp_path):
+    source_rows, target = _frames(16, "synthetic-source")
+    data = TrialData(Frames.from_rows(source_rows, TINY.input_size), target, target)
+    shipped = PoseModel(TINY)
+    checkpoints.save(shipped, tmp_path / "model.pt")
+    stage = AdaptConfig(epochs=1, batch_size=8, augment=False)
+    config = Config(model=TINY, init_checkpoint=str(tmp_path / "model.pt"), rounds=2, adapt=stage)
+    quiet = {"log": lambda _: None}
+    first, pretrained = pretrain_trial(data, config, seed=0, **quiet)
+    second, _ = pretrain_trial(data, config, seed=1, **quiet)
+    # No training: both seeds are the shipped model, scored the same.
+    assert first["rounds"][0]["mpjpe"] == second["rounds"][0]["mpjpe"]
+    assert first["rounds"][0]["init_checkpoint"] == config.init_checkpoint
+    model, _ = checkpoints.from_bytes(pretrained)
+    for key, value in shipped.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    # "Only target" starts from it and trains a round per round on the target frames' true labels.
+    upper = adapt_trial("only-target", data, config, 0, pretrained, **quiet)
+    assert [r["round"] for r in upper["rounds"]] == [0, 1, 2]
+    assert upper["rounds"][0]["mpjpe"] == first["rounds"][0]["mpjpe"]
+    assert upper["rounds"][2]["mpjpe"] != upper["rounds"][0]["mpjpe"]
