@@ -99,7 +99,8 @@ def run_experiments(config: Config, resume: bool = False, log: Callable[[str], N
         else:
             ref, pretrained[seed] = pretrain_remote.remote(seed, config, data)
             pending[ref] = ("only-source", seed, pretrained[seed])
-    for method, seed in [(m, s) for s in config.experiments.seeds for m in adapting_methods(config)]:
+    # Method by method (Table 1 first), so a run stopped early holds whole rows to --resume from.
+    for method, seed in [(m, s) for m in adapting_methods(config) for s in config.experiments.seeds]:
         result = saved(method, seed)
         if result is not None:
             results.append(result)
