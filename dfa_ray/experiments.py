@@ -248,7 +248,7 @@ def pretrain_trial(data: TrialData, config: Config, seed: int, log: Log = print)
     start = time.perf_counter()
     torch.manual_seed(seed)
     if config.init_checkpoint:
-        model, info = checkpoints.load(config.init_checkpoint)
+        model, _ = checkpoints.load(config.init_checkpoint)
         model.to(device(config))
         history = [_evaluate(model, data, 0, init_checkpoint=config.init_checkpoint)]
     else:
