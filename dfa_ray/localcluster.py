@@ -209,6 +209,9 @@ class LocalRay:
         if self.num_cpus is not None:
             flags.append(f"--num-cpus={self.num_cpus}")
         try:
+            # `ray start --head` with token auth refuses to start without a token and, unlike
+            # ray.init, does not make one: on a fresh machine (no ~/.ray/auth_token) it exits 1.
+            self._ray("get-auth-token", "--generate", timeout=60).check_returncode()
             self._process = self._spawn("head", *flags)
             self._wait_for_dashboard()
             count, cpus, resources = self._worker_spec

@@ -187,6 +187,7 @@ def _ray_processes_of(port: int) -> list[str]:
 def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
     output = tmp_path / "cli.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+    env["HOME"] = str(tmp_path / "home")  # a fresh machine: no ~/.ray/auth_token yet
     command = [sys.executable, "-m", "dfa_ray.localcluster", "--workers", "1", "--worker-cpus", "1"]
     command += ["--object-store-mb", "128", "--s3-dir", str(tmp_path / "s3")]
     with open(output, "w") as out:
@@ -198,6 +199,7 @@ def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
         gcs = int(re.search(r"export RAY_ADDRESS=127\.0\.0\.1:(\d+)", text)[1])
         s3 = int(re.search(r"export AWS_ENDPOINT_URL_S3=http://127\.0\.0\.1:(\d+)", text)[1])
         assert "workers: worker-1 (1 CPUs)" in text and 'AWS_SECRET_ACCESS_KEY="$(' in text
+        assert (tmp_path / "home" / ".ray" / "auth_token").is_file(), "the head made the token it needs"
         running = _ray_processes_of(gcs)
         assert any("--head" in c for c in running) and any("--node-name=worker-1" in c for c in running)
         assert _ray_processes_of(s3), "the S3 server runs"
