@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -77,6 +79,41 @@ def test_validate_an_s3_dataset(s3_prefix, capsys):
     )
     assert prepare_data.main(["validate", s3_prefix]) == 1
     assert "BAD f0000: duplicate frame_id" in capsys.readouterr().err
+
+
+def test_validate_on_a_frozen_store_fails_in_bounded_time_naming_the_endpoint(s3, s3_prefix):
+    """Issue 16: with the store SIGSTOPped (it accepts connections and never answers) validate
+    printed nothing for minutes. The tries and timeouts come from the environment; short ones here
+    keep the test to seconds (the defaults' bound: tests/test_storage.py, docs/operations.md)."""
+    write_records(make_rows(4), s3_prefix)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(SCRIPT.parents[1]),
+        AWS_MAX_ATTEMPTS="2",
+        DFA_S3_CONNECT_TIMEOUT="1",
+        DFA_S3_REQUEST_TIMEOUT="1",
+    )
+    pid = s3.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "validate", s3_prefix],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: could not list {s3_prefix} at {s3.endpoint_url}: "), lines[0]
+    assert "ListObjectsV2" in lines[0] and "AWS_MAX_ATTEMPTS=2 tries timed out" in lines[0]
+    assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+    assert seconds < 60, f"gave up after {seconds:.0f} s"
+    assert read_records(s3_prefix).num_rows == 4  # the store answers again
 
 
 def test_validate_as_a_script_sets_the_exit_code(tmp_path):
