@@ -81,6 +81,22 @@ def test_validate_an_s3_dataset(s3_prefix, capsys):
     assert "BAD f0000: duplicate frame_id" in capsys.readouterr().err
 
 
+def test_validate_decodes_images_unless_told_to_check_headers_only(tmp_path, capsys):
+    rows = make_rows(4)
+    corrupt = bytearray(IMAGES[1])
+    corrupt[60:90] = b"\x00" * 30  # pixel data: the header and end marker stay intact
+    rows[2]["image"] = bytes(corrupt)
+    write_records(rows, tmp_path)
+    assert prepare_data.main(["validate", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "images:      decoded" in captured.out
+    assert "BAD f0002: image could not be decoded" in captured.err
+    assert prepare_data.main(["validate", "--headers-only", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "images:      headers and end markers checked only; pixel data not decoded" in out
+    assert "OK: every frame is valid (image headers only)" in out
+
+
 def test_validate_on_a_frozen_store_fails_in_bounded_time_naming_the_endpoint(s3, s3_prefix):
     """Issue 16: with the store SIGSTOPped (it accepts connections and never answers) validate
     printed nothing for minutes. The tries and timeouts come from the environment; short ones here
@@ -139,7 +155,7 @@ def test_synthetic_writes_valid_records_that_round_trip_losslessly(where, tmp_pa
     args = ["synthetic", "--domain", "synthetic-source", "--split", "train", "--n", "300", "--workers", "2"]
     assert prepare_data.main([*args, "--out", out, "--shard-mb", "2"]) == 0
     assert "wrote 300 frames" in capsys.readouterr().out
-    assert prepare_data.main(["validate", "--decode", out]) == 0
+    assert prepare_data.main(["validate", out]) == 0
     table = read_records(out)
     assert len(storage.list_files(out, suffix=".parquet")) > 1  # sharded at 2 MiB
     # Rendering is a pure function of (domain, split, index, seed): the records hold exactly those frames.
