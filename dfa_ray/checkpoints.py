@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import pickle
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from dfa_ray import storage
 from dfa_ray.model import ModelConfig, PoseModel
 
 FILENAME = "model.pt"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def to_bytes(model: PoseModel, **info: Any) -> bytes:
@@ -33,22 +35,69 @@ def to_bytes(model: PoseModel, **info: Any) -> bytes:
 
 
 def from_bytes(data: bytes, source: str = "checkpoint") -> tuple[PoseModel, dict]:
-    """Rebuild the model and its ``info`` dict from ``to_bytes`` output."""
+    """Rebuild the model and its ``info`` dict from ``to_bytes`` output; a ValueError naming
+    ``source`` says what is wrong with anything else."""
+    problem = _archive_problem(data)
+    if problem:
+        raise ValueError(f"{source} is not a dfa-ray model checkpoint: {problem}")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        config = ModelConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in payload["model_config"].items()}
-        )
-        model = PoseModel(config)
-        model.load_state_dict(payload["state_dict"])
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which would run code from the file.
         raise ValueError(
             f"{source} is not a dfa-ray model checkpoint: it is not a torch file of plain tensors"
         ) from None
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
-        raise ValueError(f"{source} is not a dfa-ray model checkpoint: {exc}") from None
+    except Exception as exc:  # a zip that is no torch archive, or one torch's unpickler chokes on
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise ValueError(
+            f"{source} is not a dfa-ray model checkpoint: torch cannot read it ({reason})"
+        ) from None
+    if not isinstance(payload, dict) or not {"model_config", "state_dict"} <= payload.keys():
+        found = list(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(
+            f"{source} is not a dfa-ray model checkpoint: it holds {found}, not model_config and state_dict"
+        )
+    try:
+        config = ModelConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in payload["model_config"].items()}
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source} has a model_config this version cannot use: {exc}") from None
+    model = PoseModel(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError) as exc:
+        # torch lists every missing or misshapen tensor on lines of their own.
+        raise ValueError(
+            f"{source} has weights that do not fit its model_config: {' '.join(str(exc).split())}"
+        ) from None
     return model, payload.get("info", {})
+
+
+def _archive_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a whole ``torch.save`` archive (a zip file), or None if it is one.
+
+    Asked first because torch reports a text or truncated file in its unpickler's or zip reader's
+    terms ("KeyError: 101", "failed finding central directory").
+    """
+    if not data:
+        return "the file is empty"
+    if not data.startswith(_ZIP_MAGIC):
+        try:
+            text = data[:40].decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if text and " ".join(text.split()).isprintable():
+            return f"it is a text file (it begins {text!r}), not a torch.save archive"
+        return f"it is not a torch.save archive (it begins {data[:16]!r})"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            damaged = archive.testzip()  # reads every member and checks its CRC
+    except (zipfile.BadZipFile, EOFError, OSError):
+        return f"it is truncated or damaged: {len(data)} bytes without a readable zip directory at the end"
+    if damaged:
+        return f"it is damaged: {damaged} fails its checksum"
+    return None
 
 
 def pose_info(mean_pose: np.ndarray | None) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 ``load_config("configs/demo.yaml", ["adapt.beta=0.5", "label.actors=4"])`` reads the file, applies
 the overrides (values parsed as YAML, so ``true``, ``3`` and ``[1, 2]`` have their types), and
-validates the result against these dataclasses: an unknown key or a wrong type is an error that
-names the key. ``to_yaml`` writes the resolved config, which every run stores next to its results.
+validates the result against these dataclasses: an unknown key, a wrong type or a value out of
+range (``dfa_ray.bounds``: counts >= 1, finite positive learning rates...) is an error that names the
+key and the value, every problem on one line. ``to_yaml`` writes the resolved config, which every run
+stores next to its results.
 GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, ``*.amp``,
 ``experiments.trial_gpus``.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from dfa_ray import bounds
 from dfa_ray.dann import DANNConfig
 from dfa_ray.model import ModelConfig
 from dfa_ray.policy import Policy
@@ -50,10 +53,10 @@ class DataConfig:
     synthetic_crop_size: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"):
-            # An empty split would only fail later, inside a stage, as a dataset without rows.
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be at least 1, got {getattr(self, name)}")
+        # An empty split would only fail later, inside a stage, as a dataset without rows.
+        bounds.at_least(
+            self, 1, "synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class AdaptConfig(TrainConfig):
     # unchanged by it), so the encoder is trained towards the ensemble's label, not its own view.
     target_invariance: bool = True
     weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bounds.non_negative(self, "alpha", "beta")
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,10 @@ class LabelConfig:
     max_error_fraction: float = 0.01
 
     def __post_init__(self) -> None:
+        bounds.at_least(self, 1, "actors", "batch_size", "rows_per_block")
+        bounds.non_negative(self, "num_cpus", "num_gpus")
         if not 0.0 <= self.max_error_fraction <= 1.0:  # NaN fails this too
-            raise ValueError(f"label.max_error_fraction must be in [0, 1], got {self.max_error_fraction}")
+            raise bounds.FieldError("max_error_fraction", f"must be in [0, 1], got {self.max_error_fraction}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,10 @@ class WorkersConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
 
+    def __post_init__(self) -> None:
+        bounds.at_least(self, 1, "num_workers")
+        bounds.non_negative(self, "cpus_per_worker")
+
 
 @dataclass(frozen=True)
 class RayConfig:
@@ -112,6 +125,11 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None  # logical CPUs of a local cluster (None: the machine's)
     object_store_mb: int = 512
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None:
+            bounds.at_least(self, 1, "num_cpus")
+        bounds.at_least(self, 75, "object_store_mb")  # Ray refuses a smaller object store
 
 
 @dataclass(frozen=True)
@@ -129,9 +147,15 @@ class ExperimentsConfig:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise ValueError("experiments.seeds must name at least one seed")
+            raise bounds.FieldError("seeds", "must name at least one seed")
         for text in self.policies:
-            Policy.parse(text)
+            try:
+                Policy.parse(text)
+            except ValueError as exc:
+                raise bounds.FieldError("policies", f"{text!r}: {exc}") from None
+        bounds.at_least(self, 0, "examples")
+        bounds.at_least(self, 1, "threads")
+        bounds.non_negative(self, "trial_cpus", "trial_gpus")
 
 
 @dataclass(frozen=True)
@@ -162,9 +186,18 @@ class Config:
         try:
             Policy.parse(self.policy)  # fail at load time, not in round 1
         except ValueError as exc:
-            raise ValueError(f"policy {self.policy!r}: {exc}") from None
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+            raise bounds.FieldError("policy", f"{self.policy!r}: {exc}") from None
+        bounds.at_least(self, 0, "rounds")
+        # A stage of zero epochs reports no checkpoint, which fails the run once Ray has started.
+        if not self.init_checkpoint and self.pretrain.epochs < 1:
+            raise bounds.FieldError(
+                "pretrain.epochs",
+                f"must be at least 1 unless init_checkpoint is set, got {self.pretrain.epochs}",
+            )
+        if self.rounds and self.adapt.epochs < 1:
+            raise bounds.FieldError(
+                "adapt.epochs", f"must be at least 1 when rounds >= 1, got {self.adapt.epochs}"
+            )
 
     @property
     def policy_schedule(self) -> Policy:
@@ -195,11 +228,20 @@ def from_dict(data: dict[str, Any]) -> Config:
     try:
         return _ADAPTER.validate_python(data)
     except pydantic.ValidationError as exc:
-        problems = [
-            f"  {'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
-            for error in exc.errors()
-        ]
-        raise ConfigError("invalid config:\n" + "\n".join(problems)) from None
+        # One line, so a driver's single ``error:`` line holds every problem.
+        raise ConfigError("invalid config: " + "; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as a phrase naming the whole dotted key and the value it got."""
+    key = ".".join(str(part) for part in error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, bounds.FieldError):
+        # Raised by a section, which names the field only: the key's section comes from the location.
+        return f"{key}.{cause}" if key else str(cause)
+    if error["type"] == "value_error":
+        return str(cause)  # a __post_init__ message that names its key itself (``model.block ...``)
+    return f"{key or '(top level)'}: {error['msg']}, got {error['input']!r}"
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfa_ray import bounds
 from dfa_ray.adapt import Batch, autocast, backward_step, grad_scaler
 from dfa_ray.losses import heatmap_loss
 from dfa_ray.model import PoseModel, images_to_tensor
@@ -43,6 +44,10 @@ class DANNConfig:
 
     weight: float = 1.0
     hidden: int = 128
+
+    def __post_init__(self) -> None:
+        bounds.non_negative(self, "weight")
+        bounds.at_least(self, 1, "hidden")
 
 
 class _ReverseGradient(torch.autograd.Function):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfa_ray import backbones
+from dfa_ray import backbones, bounds
 from dfa_ray.heatmaps import Marginals, soft_argmax
 from dfa_ray.skeleton import NUM_JOINTS
 
@@ -51,6 +51,11 @@ class ModelConfig:
     num_joints: int = NUM_JOINTS
 
     def __post_init__(self) -> None:
+        # Sizes of 0 would only fail later, as a division by zero or an empty layer.
+        bounds.at_least(self, 1, "input_size", "heatmap_size", "stem_width", "decoder_width", "num_joints")
+        for name in ("depths", "widths"):
+            if not all(size >= 1 for size in getattr(self, name)):
+                raise bounds.FieldError(name, f"must all be at least 1, got {getattr(self, name)}")
         if self.backbone not in backbones.NAMES:
             raise ValueError(
                 f"model.backbone must be one of {', '.join(backbones.NAMES)}, got {self.backbone!r}"

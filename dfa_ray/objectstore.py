@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -160,6 +161,11 @@ class EmbeddedS3:
     def running(self) -> bool:
         """Whether the weed process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The weed process's id while it runs (to signal it, e.g. SIGSTOP to freeze the store)."""
+        return self._process.pid if self.running else None
 
     @property
     def log_path(self) -> Path:
@@ -305,7 +311,8 @@ class EmbeddedS3:
         from botocore.exceptions import BotoCoreError, ClientError
 
         deadline = time.monotonic() + self.start_timeout
-        client = s3_client(self.settings, connect_timeout=1.0, max_attempts=1)
+        # One short try per probe: this loop is the retry, and it watches the process between tries.
+        client = s3_client(dataclasses.replace(self.settings, connect_timeout=1.0, max_attempts=1))
         last = "no attempt yet"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -56,6 +56,9 @@ class Policy:
             object.__setattr__(self, field.name, _check_fraction(field.name, getattr(self, field.name)))
         if self.initial > self.maximum:
             raise ValueError(f"initial ({self.initial!r}) must not exceed maximum ({self.maximum!r})")
+        if self.initial == 0:
+            # Round k keeps at least the initial fraction, so 0 leaves the first round nothing to train on.
+            raise ValueError("initial must be above 0: the first round would keep no frame")
 
     def fraction(self, k: int) -> float:
         """Fraction of frames kept in round ``k`` (0 for the first round)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -19,9 +19,10 @@ from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
 from dfa_ray.config import Config, DataConfig, RayConfig
 from dfa_ray.data import synthetic
-from dfa_ray.data.records import check_frame_ids, write_records
+from dfa_ray.data.records import check_frame_ids, read_records, write_records
 from dfa_ray.data.validation import InputError
-from dfa_ray.model import PoseModel
+from dfa_ray.model import PoseModel, create_model
+from dfa_ray.policy import num_kept
 from dfa_ray.rounds import evaluation, result_line, run_rounds, timed
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label, train
@@ -115,34 +116,76 @@ def check_resume(run: RunDir, config: Config, resume: bool) -> None:
         )
 
 
-def check_inputs(config: Config) -> None:
+def check_inputs(config: Config, ray_train: bool = True) -> None:
     """Check the configured inputs before any stage starts (before Ray, too), naming the bad one.
 
-    ``init_checkpoint`` must exist (InputError). Every dataset given in ``data`` must have rows, be
-    schema v1 and have unique frame_ids (``check_frame_ids``, which reads the frame_id column
-    alone): a repeated target frame would otherwise be labeled twice and fail the round only after
-    the whole label stage. Synthetic datasets are rendered by ``resolve_data`` and need no check.
+    The model: ``init_checkpoint`` must be a dfa-ray checkpoint (``check_init_checkpoint``); without
+    one, a ``model.pretrained`` file must load into the encoder. Every dataset given in ``data`` must
+    have rows, be schema v1 (every column's type) and have unique frame_ids (``check_frame_ids``,
+    which reads the frame_id column alone): a repeated target frame would otherwise be labeled twice
+    and fail the round only after the whole label stage. The test set must hold 3D labels, which
+    every evaluation needs. With ``ray_train`` (stages trained by Ray Train workers: the driver and
+    jobs/pretrain.py, not the experiments' one-process trials) the source must fill one pretraining
+    step and the target frames the policy keeps in round 1 one adaptation step, as those stages will
+    require (``train.steps_per_epoch``). Synthetic datasets are rendered by ``resolve_data``; only
+    their configured sizes count.
     """
     if config.init_checkpoint:
-        path = checkpoints.checkpoint_file(config.init_checkpoint)
-        if not storage.is_file(path):
-            raise InputError(f"init_checkpoint {config.init_checkpoint}: {path} does not exist")
+        check_init_checkpoint(config)
+    elif config.model.pretrained and not config.model.pretrained.startswith(("http://", "https://")):
+        # A URL is downloaded by each worker that builds the model; a file is read here once.
+        try:
+            create_model(config.model)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     data = config.data
-    for uri in (*data.source, data.target, data.test):
-        if uri:
-            check_frame_ids(uri)
+    source = sum(check_frame_ids(uri) for uri in data.source) if data.source else data.synthetic_source_frames
+    target = check_frame_ids(data.target) if data.target else data.synthetic_target_frames
+    if data.test:
+        check_frame_ids(data.test)
+        labels = read_records(data.test, columns=["joints_3d"], validate=False).column("joints_3d")
+        if labels.null_count == len(labels):
+            raise InputError(f"data.test {data.test}: none of its {len(labels)} frames has joints_3d")
+    if ray_train and not config.init_checkpoint:
+        train.steps_per_epoch(source, config, config.pretrain, f"the source's {source} frames")
+    if ray_train and config.rounds:
+        kept = num_kept(target, config.policy_schedule.fraction(0))
+        frames = f"the {kept} of {target} target frames that policy {config.policy!r} keeps in round 1"
+        train.steps_per_epoch(kept, config, config.adapt, frames)
 
 
-def open_run(config: Config, resume: bool) -> RunDir:
+def check_init_checkpoint(config: Config) -> None:
+    """``init_checkpoint`` must exist, load as a dfa-ray checkpoint and hold the configured model
+    (``pretrained`` aside: it only says how the weights were first initialised). The rounds train
+    and evaluate the checkpoint's network, at the config's input size: they must be the same."""
+    path = checkpoints.checkpoint_file(config.init_checkpoint)
+    if not storage.is_file(path):
+        raise InputError(f"init_checkpoint {config.init_checkpoint}: {path} does not exist")
+    try:
+        model, _ = checkpoints.from_bytes(storage.read_bytes(path), f"init_checkpoint {path}")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    saved, wanted = asdict(model.config), asdict(config.model)
+    differ = [
+        f"model.{key} is {wanted[key]!r} in the config, {saved[key]!r} in the checkpoint"
+        for key in saved
+        if key != "pretrained" and saved[key] != wanted[key]
+    ]
+    if differ:
+        raise InputError(f"init_checkpoint {path} does not match the config: {'; '.join(differ)}")
+
+
+def open_run(config: Config, resume: bool, ray_train: bool = True) -> RunDir:
     """The run's directory, checked against ``resume`` (see check_resume), with its config saved.
 
-    The storage and the inputs are checked first (storage.check_bucket, check_inputs): a bad one fails
-    the run before anything is written, so fixing it needs no ``--resume`` or new run name.
+    The storage and the inputs are checked first (storage.check_bucket, check_inputs, which
+    ``ray_train`` is passed to): a bad one fails the run before anything is written, so fixing it
+    needs no ``--resume`` or new run name.
     """
     storage.check_bucket(config.storage)
     run = RunDir(config.storage, config.run_name)
     check_resume(run, config, resume)
-    check_inputs(config)
+    check_inputs(config, ray_train)
     try:
         storage.write_bytes(run.config, config_module.to_yaml(config).encode())
     except storage.StorageError as exc:

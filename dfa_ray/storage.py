@@ -7,9 +7,17 @@ the standard AWS environment variables:
 - ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` (optional)
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (``us-east-1`` when an endpoint is given without one)
 - ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: ``http://host:port`` selects plain HTTP
-- ``AWS_MAX_ATTEMPTS`` (default 10): tries per request, with exponential backoff between them. It
-  bounds how long a job waits out an unreachable store before failing with a StorageError that
-  names the URI (measured with the store down: ~70 s at 10, ~1 s at 2).
+- ``AWS_MAX_ATTEMPTS`` (default 7): tries per request, with exponential backoff between them (a random
+  wait below 1, 2, 4, 8, 16, then 20 s before each retry: ~30 s in all at 7, at most 51 s). It
+  bounds how long a job waits out an unreachable store before failing.
+- ``DFA_S3_CONNECT_TIMEOUT`` (seconds, default 5): how long one try waits for a TCP connection.
+- ``DFA_S3_REQUEST_TIMEOUT`` (whole seconds, default 10): how long one try waits while no byte
+  arrives. It is an idle timeout, so a large transfer that keeps moving is never cut. A store that
+  accepts connections but never answers (a frozen server) costs each request
+  ``AWS_MAX_ATTEMPTS x DFA_S3_REQUEST_TIMEOUT`` plus the backoff: about two minutes at the defaults.
+
+Both clients, pyarrow's (every read and write) and boto3's (bucket creation), take these settings.
+A request that fails raises a StorageError naming the URI, the endpoint and the operation, on one line.
 
 Without an access key pyarrow falls back to its own credential chain (config files, instance
 metadata). Credentials never appear in exceptions, logs or reprs: every storage failure is re-raised
@@ -19,6 +27,7 @@ as ``StorageError`` naming the URI, with any credential value scrubbed from the 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +41,9 @@ import pyarrow.fs as pafs
 
 S3_SCHEME = "s3://"
 _DEFAULT_REGION = "us-east-1"
-DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_MAX_ATTEMPTS = 7
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_REQUEST_TIMEOUT = 10
 
 
 class StorageError(OSError):
@@ -50,6 +61,8 @@ class S3Settings:
     endpoint: str | None = None  # host:port, no scheme
     scheme: str = "https"
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds per try to connect
+    request_timeout: int = DEFAULT_REQUEST_TIMEOUT  # seconds per try without a byte received
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -66,9 +79,6 @@ class S3Settings:
         if region is None and endpoint is not None:
             # A custom endpoint has no region to discover; asking AWS for one would just time out.
             region = _DEFAULT_REGION
-        attempts = env.get("AWS_MAX_ATTEMPTS") or str(DEFAULT_MAX_ATTEMPTS)
-        if not attempts.isdigit() or int(attempts) < 1:
-            raise StorageError(f"AWS_MAX_ATTEMPTS={attempts!r} must be a whole number >= 1")
         return cls(
             access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -76,7 +86,10 @@ class S3Settings:
             region=region,
             endpoint=endpoint,
             scheme=scheme,
-            max_attempts=int(attempts),
+            max_attempts=_whole_number(env, "AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            connect_timeout=_seconds(env, "DFA_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            # curl, under pyarrow, counts this timeout in whole seconds and takes 0 as "wait forever".
+            request_timeout=_whole_number(env, "DFA_S3_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
         )
 
     @property
@@ -84,12 +97,37 @@ class S3Settings:
         """The endpoint as a URL (``scheme://host:port``), or None for AWS itself."""
         return None if self.endpoint is None else f"{self.scheme}://{self.endpoint}"
 
+    @property
+    def endpoint_name(self) -> str:
+        """The endpoint as errors name it: its URL, or AWS S3 and the region."""
+        return self.endpoint_url or f"AWS S3 ({self.region or 'default region'})"
+
     def scrub(self, text: str) -> str:
         """Replace every credential value in ``text`` with ``***``."""
         for secret in (self.secret_key, self.session_token, self.access_key):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number >= 1 that variable ``name`` holds (``default`` when unset or empty)."""
+    text = env.get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"{name}={text!r} must be a whole number >= 1")
+    return int(text)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """The positive number of seconds that variable ``name`` holds (``default`` when unset or empty)."""
+    text = env.get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise StorageError(f"{name}={text!r} must be a number of seconds > 0")
+    return value
 
 
 def is_s3(uri: str | os.PathLike) -> bool:
@@ -135,8 +173,8 @@ def _s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
         region=settings.region,
         endpoint_override=settings.endpoint,
         scheme=settings.scheme,
-        connect_timeout=5.0,
-        request_timeout=60.0,
+        connect_timeout=settings.connect_timeout,
+        request_timeout=settings.request_timeout,
         # S3-compatible stores answer 503/SlowDown under load; retry with backoff rather than fail a job.
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
     )
@@ -169,17 +207,29 @@ def to_uri(filesystem: pafs.FileSystem, path: str) -> str:
 
 @contextmanager
 def storage_errors(uri: str | os.PathLike, action: str) -> Iterator[None]:
-    """Re-raise pyarrow/OS errors as ``StorageError`` naming the URI, with credentials scrubbed."""
+    """Re-raise pyarrow/OS errors as one-line ``StorageError``s naming the URI (and, on S3, the
+    endpoint), with credentials scrubbed."""
     try:
         yield
     except StorageError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        settings = S3Settings.from_env() if is_s3(uri) else S3Settings()
         # A Ray task's error carries the remote traceback; its last line is the error itself.
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        where = ""
+        if is_s3(uri):
+            settings = S3Settings.from_env()
+            where = f" at {settings.endpoint_name}"
+            reason = settings.scrub(reason)
+            if "Timeout was reached" in reason:  # curl's words for a connect or read timeout
+                # Say which settings bounded the wait, so an operator knows what to raise.
+                reason += (
+                    f" (each of AWS_MAX_ATTEMPTS={settings.max_attempts} tries timed out; "
+                    f"DFA_S3_CONNECT_TIMEOUT={settings.connect_timeout:g} s, "
+                    f"DFA_S3_REQUEST_TIMEOUT={settings.request_timeout} s)"
+                )
         # `from None`: the original exception text is already carried (scrubbed) in our message.
-        raise StorageError(f"could not {action} {uri}: {settings.scrub(reason)}") from None
+        raise StorageError(f"could not {action} {uri}{where}: {reason}") from None
 
 
 def exists(uri: str | os.PathLike) -> bool:
@@ -308,8 +358,9 @@ def check_bucket(uri: str | os.PathLike) -> None:
     raise StorageError(f"storage {uri}: bucket {bucket} does not exist; create it first")
 
 
-def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, max_attempts: int = 3) -> Any:
-    """A boto3 S3 client for operations pyarrow lacks (bucket creation); settings default to the env."""
+def s3_client(settings: S3Settings | None = None) -> Any:
+    """A boto3 S3 client for operations pyarrow lacks (bucket creation), with the same timeouts and
+    tries as the pyarrow filesystem; settings default to the environment."""
     import boto3  # boto3 is slow to import and only needed for bucket management
     from botocore.config import Config
 
@@ -322,9 +373,11 @@ def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, 
         aws_session_token=settings.session_token,
         region_name=settings.region or _DEFAULT_REGION,
         config=Config(
-            connect_timeout=connect_timeout,
-            read_timeout=30,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.request_timeout,
+            # total_max_attempts counts every try, as AWS_MAX_ATTEMPTS does (botocore's max_attempts
+            # counts retries only).
+            retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
         ),
     )
@@ -338,8 +391,10 @@ def ensure_bucket(bucket: str, settings: S3Settings | None = None) -> None:
     settings = settings or S3Settings.from_env()
     try:
         s3_client(settings).create_bucket(Bucket=name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
-            raise StorageError(f"could not create bucket s3://{name}: {settings.scrub(str(exc))}") from None
-    except BotoCoreError as exc:
-        raise StorageError(f"could not create bucket s3://{name}: {settings.scrub(str(exc))}") from None
+    except (BotoCoreError, ClientError) as exc:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code != "BucketAlreadyOwnedByYou":
+            reason = settings.scrub(str(exc))
+            raise StorageError(
+                f"could not create bucket s3://{name} at {settings.endpoint_name}: {reason}"
+            ) from None

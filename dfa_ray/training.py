@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dfa_ray import heatmaps, metrics
+from dfa_ray import bounds, heatmaps, metrics
 from dfa_ray.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
 from dfa_ray.data.images import decode_resized, image_size
 from dfa_ray.data.records import dataset_files, read_records
@@ -105,16 +105,20 @@ class TrainConfig:
     # video order (Human3.6M) would otherwise give batches of one subject and one action.
     shuffle_buffer: int = 1024
 
+    def __post_init__(self) -> None:
+        bounds.at_least(self, 0, "epochs", "shuffle_buffer")
+        bounds.at_least(self, 1, "batch_size")
+        bounds.positive(self, "lr", "sigma")
+        bounds.non_negative(self, "weight_decay")
+        if self.optimizer not in ("adam", "sgd"):
+            raise bounds.FieldError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
+
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser a ``TrainConfig`` names."""
+    """The optimiser a ``TrainConfig`` names (its ``__post_init__`` admits only these two)."""
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
-    raise ValueError(f"train.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
 @dataclass

@@ -70,7 +70,7 @@ def run_experiments(config: Config, resume: bool = False, log: Callable[[str], N
     import ray
 
     start = time.perf_counter()
-    run = open_run(config, resume)
+    run = open_run(config, resume, ray_train=False)  # each trial trains in one process
     connect(config.ray)
     source, target, test = resolve_data(config, log)
     size = config.model.input_size

@@ -167,7 +167,7 @@ def assert_subcommand_writes(argv: list[str], out: str, expected: list[dict]) ->
     prepare_data = load_job("prepare_data")
     crop = ["--crop-size", str(CLI_CROP["size"]), "--image-format", CLI_CROP["image_format"]]
     assert prepare_data.main([*argv, *crop, "--out", out]) == 0
-    assert prepare_data.main(["validate", "--decode", out]) == 0
+    assert prepare_data.main(["validate", out]) == 0
     assert_rows_equal(table_to_rows(read_records(out)), expected)
 
 

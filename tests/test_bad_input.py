@@ -14,7 +14,10 @@ import os
 import pathlib
 import re
 import secrets
+import subprocess
+import sys
 import tempfile
+import time
 
 import cv2
 import numpy as np
@@ -328,6 +331,138 @@ def test_a_file_that_is_not_a_checkpoint_is_named_and_never_unpickled(tmp_path):
         checkpoints.load(str(path))
     assert not marker.exists()
     assert "weights_only=False" not in str(info.value)  # torch's advice would run the file's code
+
+
+# ------------------------------------------ everything checkable is checked before Ray (issue 16, point 4)
+
+
+def _small_dataset(tmp_path: pathlib.Path, name: str, n: int, **column: object) -> str:
+    """``n`` make_rows frames at ``tmp_path/name``; ``column`` replaces one column's every value,
+    written straight with pyarrow so that the writer's own checks cannot refuse it."""
+    table = rows_to_table(make_rows(n)).to_pydict()
+    for key, value in column.items():
+        table[key] = [value] * n
+    return write_raw(tmp_path / name / "part-0.parquet", table)
+
+
+def _checkpoint(tmp_path: pathlib.Path, cut: bool) -> str:
+    """A TINY checkpoint, cut in half (a truncated copy) or whole (a model the config does not hold)."""
+    path = pathlib.Path(tiny_checkpoint(tmp_path))
+    if cut:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return str(path)
+
+
+def _text_file(tmp_path: pathlib.Path) -> str:
+    (tmp_path / "notes.pt").write_text("epoch 1 loss 0.3\n")
+    return str(tmp_path / "notes.pt")
+
+
+# id -> (argv for jobs/self_train.py given tmp_path, what the error line must say, as a regex).
+BAD_DRIVER_INPUTS = {
+    "no workers": (lambda tmp: ["--num-workers", "0"], r"workers\.num_workers must be at least 1, got 0"),
+    "no label actors": (lambda tmp: ["--label-actors", "0"], r"label\.actors must be at least 1, got 0"),
+    "nan learning rate": (
+        lambda tmp: ["--set", "adapt.lr=.nan"],
+        r"adapt\.lr must be a finite number > 0, got nan",
+    ),
+    "negative learning rate": (
+        lambda tmp: ["--set", "pretrain.lr=-1e-3"],
+        r"pretrain\.lr must be .* got -0\.001",
+    ),
+    "empty label batch": (
+        lambda tmp: ["--set", "label.batch_size=0"],
+        r"label\.batch_size must be at least 1, got 0",
+    ),
+    "negative epochs": (
+        lambda tmp: ["--set", "pretrain.epochs=-3"],
+        r"pretrain\.epochs must be at least 0, got -3",
+    ),
+    "no adaptation epochs": (
+        lambda tmp: ["--set", "adapt.epochs=0"],
+        r"adapt\.epochs must be at least 1 when rounds",
+    ),
+    "unknown optimizer": (
+        lambda tmp: ["--set", "adapt.optimizer=adamw"],
+        r"adapt\.optimizer must be 'adam' or 'sgd', got 'adamw'",
+    ),
+    "policy keeping nothing": (
+        lambda tmp: ["--policy", "0%,0%,0%"],
+        r"policy '0%,0%,0%': initial must be above 0: the first round",
+    ),
+    "two bad values": (
+        lambda tmp: ["--num-workers", "0", "--set", "label.rows_per_block=-1"],
+        r"label\.rows_per_block must be at least 1, got -1; workers\.num_workers must be at least 1, got 0",
+    ),
+    "text file as checkpoint": (
+        lambda tmp: ["--init-checkpoint", _text_file(tmp)],
+        r"init_checkpoint \S+/notes\.pt is not a dfa-ray model checkpoint: "
+        r"it is a text file \(it begins 'epoch 1",
+    ),
+    "truncated checkpoint": (
+        lambda tmp: ["--init-checkpoint", _checkpoint(tmp, cut=True)],
+        r"init_checkpoint \S+/model\.pt is not a dfa-ray model checkpoint: "
+        r"it is truncated or damaged: \d+ bytes without a readable zip directory",
+    ),
+    "checkpoint of another model": (
+        lambda tmp: ["--init-checkpoint", _checkpoint(tmp, cut=False)],
+        r"init_checkpoint \S+/model\.pt does not match the config: "
+        r"model\.input_size is 64 in the config, 32 in the checkpoint",
+    ),
+    "text file as pretrained weights": (
+        lambda tmp: [
+            "--set",
+            "model.backbone=efficientnet_lite0",
+            "--set",
+            f"model.pretrained={_text_file(tmp)}",
+        ],
+        r"model\.pretrained \S+/notes\.pt: not a torch state_dict",
+    ),
+    "target image column of numbers": (
+        lambda tmp: ["--target", _small_dataset(tmp, "target", 4, image=7)],
+        r"\S+/target/part-0\.parquet: column 'image' has type int64, expected binary",
+    ),
+    "test set without 3D labels": (
+        lambda tmp: ["--test", str(pathlib.Path(_small_dataset(tmp, "test", 4, joints_3d=None)).parent)],
+        r"data\.test \S+/test: none of its 4 frames has joints_3d",
+    ),
+    "source too small for one step": (
+        lambda tmp: ["--source", _small_dataset(tmp, "source", 4)],
+        r"the source's 4 frames cannot fill one training step of "
+        r"workers\.num_workers=2 x pretrain\.batch_size=32",
+    ),
+    "round 1 too small for one step": (
+        lambda tmp: ["--target", _small_dataset(tmp, "target", 8)],
+        r"the 4 of 8 target frames that policy '60%,10%,90%' keeps in round 1 "
+        r"cannot fill one training step of workers\.num_workers=2 x adapt\.batch_size=32",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DRIVER_INPUTS)
+def test_a_bad_value_or_input_stops_the_driver_before_ray_naming_it(case, tmp_path, capsys, no_ray):
+    make_argv, message = BAD_DRIVER_INPUTS[case]
+    runs = tmp_path / "runs"
+    line = _run_driver(["--storage", str(runs), *make_argv(tmp_path)], capsys)
+    assert re.search(message, line), line
+    assert not runs.exists()  # fixing the value needs no --resume and no new run name
+
+
+def test_the_driver_script_refuses_a_bad_value_in_seconds(tmp_path):
+    """The whole process, imports included, as an operator runs it (issue 16: under 45 s)."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "self_train.py"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(script), "--storage", str(tmp_path / "runs"), "--num-workers", "0"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+        timeout=120,
+    )
+    seconds = time.perf_counter() - start
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: invalid config: workers.num_workers must be at least 1, got 0\n"
+    assert seconds < 45 and not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------------------- an unwritable storage URI

@@ -264,6 +264,8 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
     argv = [
         "--storage", str(tmp_path), "--run-name", "r", "--source", assets["data"], "--target", assets["no3d"],
         "--test", assets["data"], "--rounds", "1", "--set", "pretrain.epochs=1", *sets,
+        # Steps the 6 frames can fill, as the job checks before it starts.
+        "--num-workers", "1", "--set", "pretrain.batch_size=6", "--set", "adapt.batch_size=3",
     ]  # fmt: skip
     assert pretrain_job.main(argv) == 0
     run = RunDir(str(tmp_path), "r")

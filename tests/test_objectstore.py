@@ -45,13 +45,15 @@ def test_right_credentials_work(s3_server):
 
 
 def test_wrong_secret_and_unknown_key_are_refused(s3_server):
-    wrong_secret = dataclasses.replace(s3_server.settings, secret_key="not-the-secret")
-    client = storage.s3_client(wrong_secret, max_attempts=1)
+    wrong_secret = dataclasses.replace(s3_server.settings, secret_key="not-the-secret", max_attempts=1)
+    client = storage.s3_client(wrong_secret)
     assert _error_code(lambda: client.put_object(Bucket=s3_server.bucket, Key="x", Body=b"1")) == (
         "SignatureDoesNotMatch"
     )
-    unknown = dataclasses.replace(s3_server.settings, access_key="nobody", secret_key="whatever")
-    client = storage.s3_client(unknown, max_attempts=1)
+    unknown = dataclasses.replace(
+        s3_server.settings, access_key="nobody", secret_key="whatever", max_attempts=1
+    )
+    client = storage.s3_client(unknown)
     assert _error_code(lambda: client.list_objects_v2(Bucket=s3_server.bucket)) == "InvalidAccessKeyId"
 
 
@@ -135,10 +137,8 @@ def test_stop_is_clean_and_a_restart_keeps_data_but_takes_new_credentials(tmp_pa
     ) as second:
         body = storage.s3_client(second.settings).get_object(Bucket="restart-test", Key="kept")["Body"].read()
         assert body == b"data"
-        old = dataclasses.replace(second.settings, access_key="k1", secret_key="first-secret")
-        assert _error_code(
-            lambda: storage.s3_client(old, max_attempts=1).list_objects_v2(Bucket="restart-test")
-        )
+        old = dataclasses.replace(second.settings, access_key="k1", secret_key="first-secret", max_attempts=1)
+        assert _error_code(lambda: storage.s3_client(old).list_objects_v2(Bucket="restart-test"))
 
 
 def test_cli_prints_the_endpoint_not_the_secret_and_stops_on_sigterm(tmp_path):

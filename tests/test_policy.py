@@ -58,6 +58,8 @@ def test_fraction_rejects_negative_or_non_integer_rounds():
         ((0.6, float("nan"), 0.99), "step.*nan"),
         ((0.6, 0.05, float("inf")), "maximum.*inf"),
         ((0.8, 0.05, 0.6), r"initial \(0.8\) must not exceed maximum \(0.6\)"),
+        ((0.0, 0.1, 0.9), "initial must be above 0: the first round would keep no frame"),
+        ((0.0, 0.0, 0.0), "initial must be above 0"),
         (("0.6", 0.05, 0.99), "initial"),
     ],
 )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -79,6 +81,57 @@ def test_validate_an_s3_dataset(s3_prefix, capsys):
     assert "BAD f0000: duplicate frame_id" in capsys.readouterr().err
 
 
+def test_validate_decodes_images_unless_told_to_check_headers_only(tmp_path, capsys):
+    rows = make_rows(4)
+    corrupt = bytearray(IMAGES[1])
+    corrupt[60:90] = b"\x00" * 30  # pixel data: the header and end marker stay intact
+    rows[2]["image"] = bytes(corrupt)
+    write_records(rows, tmp_path)
+    assert prepare_data.main(["validate", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "images:      decoded" in captured.out
+    assert "BAD f0002: image could not be decoded" in captured.err
+    assert prepare_data.main(["validate", "--headers-only", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "images:      headers and end markers checked only; pixel data not decoded" in out
+    assert "OK: every frame is valid (image headers only)" in out
+
+
+def test_validate_on_a_frozen_store_fails_in_bounded_time_naming_the_endpoint(s3, s3_prefix):
+    """Issue 16: with the store SIGSTOPped (it accepts connections and never answers) validate
+    printed nothing for minutes. The tries and timeouts come from the environment; short ones here
+    keep the test to seconds (the defaults' bound: tests/test_storage.py, docs/operations.md)."""
+    write_records(make_rows(4), s3_prefix)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(SCRIPT.parents[1]),
+        AWS_MAX_ATTEMPTS="2",
+        DFA_S3_CONNECT_TIMEOUT="1",
+        DFA_S3_REQUEST_TIMEOUT="1",
+    )
+    pid = s3.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "validate", s3_prefix],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: could not list {s3_prefix} at {s3.endpoint_url}: "), lines[0]
+    assert "ListObjectsV2" in lines[0] and "AWS_MAX_ATTEMPTS=2 tries timed out" in lines[0]
+    assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+    assert seconds < 60, f"gave up after {seconds:.0f} s"
+    assert read_records(s3_prefix).num_rows == 4  # the store answers again
+
+
 def test_validate_as_a_script_sets_the_exit_code(tmp_path):
     _bad_dataset(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[1]))
@@ -102,7 +155,7 @@ def test_synthetic_writes_valid_records_that_round_trip_losslessly(where, tmp_pa
     args = ["synthetic", "--domain", "synthetic-source", "--split", "train", "--n", "300", "--workers", "2"]
     assert prepare_data.main([*args, "--out", out, "--shard-mb", "2"]) == 0
     assert "wrote 300 frames" in capsys.readouterr().out
-    assert prepare_data.main(["validate", "--decode", out]) == 0
+    assert prepare_data.main(["validate", out]) == 0
     table = read_records(out)
     assert len(storage.list_files(out, suffix=".parquet")) > 1  # sharded at 2 MiB
     # Rendering is a pure function of (domain, split, index, seed): the records hold exactly those frames.

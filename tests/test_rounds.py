@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dfa_ray import checkpoints, experiments, metrics, rounds, selftrain
-from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig
+from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig, WorkersConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.drills import KILL_POINTS
@@ -17,7 +17,7 @@ from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial
 from dfa_ray.model import PoseModel
 from dfa_ray.policy import Policy
 from dfa_ray.rundir import RunDir
-from dfa_ray.training import Frames
+from dfa_ray.training import Frames, TrainConfig
 from tests.helpers import TINY
 
 
@@ -89,6 +89,9 @@ def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tm
     config = Config(
         storage=str(tmp_path / "runs"), run_name="r", rounds=4, model=TINY,
         data=DataConfig(source=(target,), target=target, test=target),
+        # Steps the 4 frames can fill, as the driver checks before it starts.
+        workers=WorkersConfig(num_workers=1), pretrain=TrainConfig(batch_size=4),
+        adapt=AdaptConfig(batch_size=2),
     )  # fmt: skip
     run = RunDir(config.storage, config.run_name)
     for k in (0, 1):  # an earlier attempt committed pretraining and round 1

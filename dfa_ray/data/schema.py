@@ -263,7 +263,8 @@ def check_skeleton(table: pa.Table, source: str) -> None:
 
 
 def check_file_schema(schema: pa.Schema, source: str) -> None:
-    """Raise SchemaError naming ``source`` if a file's schema is another version or lacks a column."""
+    """Raise SchemaError naming ``source`` if a file's schema is another version, lacks a column or
+    holds a column of a type that cannot be read as schema v1's."""
     version = (schema.metadata or {}).get(_VERSION_KEY)
     if version is not None and version.decode() != SCHEMA_VERSION:
         raise SchemaError(
@@ -274,3 +275,6 @@ def check_file_schema(schema: pa.Schema, source: str) -> None:
         raise SchemaError(
             f"{source}: missing required column(s) {missing} (has {schema.names}); not a schema-v1 dataset"
         )
+    # Every column's type too, from the schema alone: a reader of a few columns (a driver checking
+    # frame_ids before a run) must not pass a file whose other columns could never be read.
+    conform(schema.empty_table(), source, complete=False)

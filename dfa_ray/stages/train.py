@@ -30,6 +30,7 @@ from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
+from dfa_ray.data.validation import InputError
 from dfa_ray.model import ModelConfig, PoseModel, create_model
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
@@ -266,6 +267,19 @@ def read_selected_target(target_uri: str, selected_uri: str, rows_per_block: int
     return selected.materialize()
 
 
+def steps_per_epoch(num_frames: int, config: Config, stage: TrainConfig, frames: str) -> int:
+    """Steps of ``workers.num_workers x batch_size`` frames in an epoch over ``num_frames`` frames;
+    an InputError naming ``frames`` (e.g. "the source's 40 frames") when they cannot fill one."""
+    per_step = config.workers.num_workers * stage.batch_size
+    if num_frames < per_step:
+        section = "adapt" if isinstance(stage, AdaptConfig) else "pretrain"
+        raise InputError(
+            f"{frames} cannot fill one training step of workers.num_workers={config.workers.num_workers} x "
+            f"{section}.batch_size={stage.batch_size} frames; lower the batch size or keep more frames"
+        )
+    return num_frames // per_step
+
+
 def run_stage(
     config: Config,
     stage: TrainConfig,
@@ -284,12 +298,7 @@ def run_stage(
     from ray.train.torch import TorchTrainer
 
     workers = config.workers
-    per_step = workers.num_workers * stage.batch_size
-    if num_frames < per_step:
-        raise ValueError(
-            f"{num_frames} frames cannot fill one step of {workers.num_workers} workers x batch_size "
-            f"{stage.batch_size}; lower the batch size or keep more frames"
-        )
+    steps = steps_per_epoch(num_frames, config, stage, f"{num_frames} training frames")
     filesystem, path = storage.resolve(storage_uri)
     if filesystem.type_name != "s3":
         storage.makedirs(storage_uri)
@@ -298,7 +307,7 @@ def run_stage(
         model=config.model,
         seed=config.seed,
         init_checkpoint=init_checkpoint,
-        steps_per_epoch=num_frames // per_step,
+        steps_per_epoch=steps,
         invariance=config.label.invariance,
         equivariance=config.label.equivariance,
     )
