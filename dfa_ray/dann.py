@@ -166,7 +166,9 @@ def dann_fit(
 
     def batches() -> Iterator[Pair]:
         for index in sources:
-            batch = frames_batch(source, index, net.model, config.sigma, augment)
+            batch = frames_batch(
+                source, index, net.model, config.sigma, augment, rng if config.recolour else None
+            )
             images = target_images[next(targets)]
             if augment is not None:
                 no_joints = np.zeros((len(images), NUM_JOINTS, 3))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dfa_ray import bounds, heatmaps, metrics
+from dfa_ray import bounds, heatmaps, metrics, transforms
 from dfa_ray.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
 from dfa_ray.data.images import decode_resized, image_size
 from dfa_ray.data.records import dataset_files, read_records
@@ -101,6 +101,9 @@ class TrainConfig:
     # (``label.equivariance``), its labels with it: a model never trained on rotated, scaled or
     # flipped crops makes that view of the ensemble far worse than the original one.
     augment: bool = True
+    # Recolour each labeled training image at random (``transforms.recolour``): hue, channel order,
+    # grey. Off by default, as in the paper; the shipped source model and the demo train with it.
+    recolour: bool = False
     # Rows each Ray Train worker shuffles across before batching, anew every pass: datasets stored in
     # video order (Human3.6M) would otherwise give batches of one subject and one action.
     shuffle_buffer: int = 1024
@@ -152,10 +155,13 @@ def frames_batch(
     model: PoseModel,
     sigma: float,
     augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
+    recolour: np.random.Generator | None = None,
 ) -> Batch:
-    """The training batch of labeled ``frames`` at ``index`` (3D and 2D-only mixed)."""
+    """The training batch of labeled ``frames`` at ``index`` (3D and 2D-only mixed), its images
+    recoloured (``transforms.recolour``) with the ``recolour`` generator where one is given."""
+    images = frames.images[index] if recolour is None else transforms.recolour(frames.images[index], recolour)
     return make_batch(
-        frames.images[index], frames.coords[index], frames.joint_valid[index], frames.has_3d[index],
+        images, frames.coords[index], frames.joint_valid[index], frames.has_3d[index],
         model.config.heatmap_size, sigma, next(model.parameters()).device, augment=augment,
     )  # fmt: skip
 
@@ -243,7 +249,7 @@ def fit(
     steps = len(source) // config.batch_size
     augment = (rng, equivariance) if config.augment else None
     batches = (
-        (frames_batch(source, index, model, config.sigma, augment), None)
+        (frames_batch(source, index, model, config.sigma, augment, rng if config.recolour else None), None)
         for index in index_batches(len(source), config.batch_size, rng, "the training set")
     )
     scaler = grad_scaler(config.amp, next(model.parameters()).device)
@@ -281,7 +287,10 @@ def adapt_fit(
                 stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
                 stage.weight_by_confidence, augment,
             )  # fmt: skip
-            yield frames_batch(source, next(sources), model, stage.sigma, augment), target_batch
+            source_batch = frames_batch(
+                source, next(sources), model, stage.sigma, augment, rng if stage.recolour else None
+            )
+            yield source_batch, target_batch
 
     steps = len(target) // stage.batch_size
     scaler = grad_scaler(stage.amp, device)

@@ -117,3 +117,24 @@ def test_run_epochs_resumes_at_first_epoch_and_hands_each_timed_record_to_the_ho
     assert steps == [(0, 2), (1, 3), (2, 4), (3, 5)]
     assert [r["loss"] for r in history] == [2.5, 4.5] and all(r["images_per_s"] > 0 for r in history)
     assert schedule.last_epoch == 4
+
+
+def test_recolour_reaches_the_source_batches_of_every_training(rows, monkeypatch):
+    """``recolour`` in a stage's config recolours its labeled (source) images in pretraining,
+    adaptation and DANN alike, and leaves them alone when off."""
+    seen = []
+    real = training.transforms.recolour
+    monkeypatch.setattr(
+        training.transforms, "recolour", lambda images, rng: seen.append(len(images)) or real(images, rng)
+    )
+    frames = Frames.from_rows(rows[:16], input_size=32)
+    model = PoseModel(TINY)
+    quiet = {"log": lambda _: None}
+    target = PseudoLabeled(frames.images, np.nan_to_num(frames.coords), np.ones((16, 17), np.float32))
+    for recolour in (False, True):
+        seen.clear()
+        stage = AdaptConfig(epochs=1, batch_size=8, augment=False, recolour=recolour)
+        fit(model, frames, TrainConfig(epochs=1, batch_size=8, augment=False, recolour=recolour), **quiet)
+        adapt_fit(model, frames, target, stage, InvarianceRange(), **quiet)
+        dann.dann_fit(dann.DANNNet(model, dann.DANNConfig(hidden=8)), frames, frames.images, stage, **quiet)
+        assert seen == ([8] * 6 if recolour else [])

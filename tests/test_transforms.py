@@ -128,3 +128,18 @@ def test_rigid_augment_moves_labels_with_the_image_and_weights_with_their_joints
         brightest = np.unravel_index(out_images[b, ..., 0].argmax(), (size, size))
         expected = hm.normalised_to_pixels(out_coords[b, 0, :2], size)
         assert np.abs(np.array(brightest[::-1]) - expected).max() <= 1.5
+
+
+def test_recolour_changes_colours_never_geometry_and_greys_some_images():
+    img = _blob(30.0, 22.0)
+    img[..., 1] = img[..., 0] // 2
+    batch = np.repeat(img[None], 40, axis=0)
+    out = tf.recolour(batch, np.random.default_rng(0))
+    assert out.shape == batch.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, tf.recolour(batch, np.random.default_rng(0)))  # seeded
+    changed = np.abs(out.astype(int) - batch).reshape(40, -1).max(axis=1) > 20
+    grey = (out[..., 0] == out[..., 1]).all(axis=(1, 2)) & (out[..., 1] == out[..., 2]).all(axis=(1, 2))
+    assert changed.sum() >= 25 and 1 <= grey.sum() <= 20
+    for image in out:  # the blob stays where it was: a colour change moves no pixel
+        brightest = image.max(axis=-1, keepdims=True)  # any channel may now carry it
+        assert np.hypot(*np.subtract(_centroid(brightest), _centroid(img))) < 2.0

@@ -79,10 +79,11 @@ def source_batch(
     model: PoseModel,
     sigma: float,
     augment: tuple[np.random.Generator, EquivarianceRange] | None = None,
+    recolour: np.random.Generator | None = None,
 ) -> Batch:
     """A training batch (on the model's device) from a numpy batch of schema-v1 rows."""
     frames = Frames.from_rows(_rows(batch), model.config.input_size)
-    return frames_batch(frames, np.arange(len(frames)), model, sigma, augment)
+    return frames_batch(frames, np.arange(len(frames)), model, sigma, augment, recolour)
 
 
 def target_batch(
@@ -195,7 +196,7 @@ def train_loop(loop: WorkerLoop) -> None:
 
     def batches() -> Iterator[Pair]:
         for raw in sources:
-            source = source_batch(raw, model, stage.sigma, augment)
+            source = source_batch(raw, model, stage.sigma, augment, rng if stage.recolour else None)
             target = None
             if targets:
                 ranges = (loop.invariance, loop.equivariance)
