@@ -308,8 +308,14 @@ def check_bucket(uri: str | os.PathLike) -> None:
     raise StorageError(f"storage {uri}: bucket {bucket} does not exist; create it first")
 
 
-def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, max_attempts: int = 3) -> Any:
-    """A boto3 S3 client for operations pyarrow lacks (bucket creation); settings default to the env."""
+def s3_client(
+    settings: S3Settings | None = None,
+    connect_timeout: float = 5.0,
+    max_attempts: int = 3,
+    read_timeout: float = 30.0,
+) -> Any:
+    """A boto3 S3 client for operations pyarrow lacks (bucket creation, conditional writes); settings
+    default to the env."""
     import boto3  # boto3 is slow to import and only needed for bucket management
     from botocore.config import Config
 
@@ -323,7 +329,7 @@ def s3_client(settings: S3Settings | None = None, connect_timeout: float = 5.0, 
         region_name=settings.region or _DEFAULT_REGION,
         config=Config(
             connect_timeout=connect_timeout,
-            read_timeout=30,
+            read_timeout=read_timeout,
             retries={"max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
         ),
