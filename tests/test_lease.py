@@ -1,6 +1,6 @@
 """The run lease on the real SeaweedFS and on local disk: one holder, refusal naming it, takeover of a
-stale or dead holder's lease, exactly one winner among concurrent starters, release, and a holder
-that stops once its lease is taken."""
+stale or dead holder's lease, exactly one winner among concurrent starters, release, a holder that
+stops once its lease is taken, and the driver refused in one line while another holds its run."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from dfa_ray import storage
+from dfa_ray import selftrain, storage
 from dfa_ray.lease import LeaseHeld, RunLease
-from tests.helpers import wait_for
+from dfa_ray.rundir import RunDir
+from tests.helpers import load_job, wait_for
+
+self_train_job = load_job("self_train")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,3 +154,19 @@ def test_a_holder_that_cannot_renew_for_half_its_timeout_stops(tmp_path):
     [line] = lost
     assert re.match(rf"could not renew the lease {re.escape(uri)} for \d s: ", line) and "\n" not in line
     holder.release()
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+def test_a_second_driver_on_a_live_run_exits_2_in_one_line_before_ray(resume, lease_uri, capsys, monkeypatch):
+    monkeypatch.setattr(selftrain, "connect", lambda settings: pytest.fail("the second driver reached Ray"))
+    storage_uri = lease_uri.rpartition("/run/")[0]
+    run = RunDir(storage_uri, "run")
+    argv = ["--storage", storage_uri, "--run-name", "run", *(["--resume"] if resume else [])]
+    started = time.monotonic()
+    with RunLease(run.lease):  # the first driver, running
+        assert self_train_job.main(argv) == 2
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: run {run.root} is held by another driver: host ") and "\n" not in err
+    assert f"pid {os.getpid()}" in err and "last heartbeat" in err
+    assert not storage.exists(run.config) and not storage.exists(run.lease)
