@@ -142,8 +142,8 @@ class _LocalStore:
             with open(self.path, "rb") as handle:
                 data = handle.read()
                 mtime = os.fstat(handle.fileno()).st_mtime
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no lease (and, below a file, none possible: the write says why)
         except OSError as exc:
             raise StorageError(f"could not read {self.uri}: {exc.strerror}") from None
         return Seen(_parse(data), hashlib.sha256(data).hexdigest(), time.time() - mtime)
