@@ -132,10 +132,10 @@ class LeaseConfig:
     heartbeat_s: float = 15.0
 
     def __post_init__(self) -> None:
-        # A renewal may take two beats and the holder gives up at half the timeout (dfa_ray.lease).
-        if not 0 < 4 * self.heartbeat_s <= self.timeout_s:
+        # The holder must give the run up before anyone may take it over (dfa_ray.lease.RunLease).
+        if not 0 < 6 * self.heartbeat_s <= self.timeout_s:
             raise ValueError(
-                f"lease.timeout_s ({self.timeout_s}) must be at least 4 x lease.heartbeat_s "
+                f"lease.timeout_s ({self.timeout_s}) must be at least 6 x lease.heartbeat_s "
                 f"({self.heartbeat_s}), which must be positive"
             )
 

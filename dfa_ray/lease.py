@@ -221,10 +221,11 @@ class RunLease:
         log: Callable[[str], None] = print,
         on_lost: Callable[[str], None] = _exit_now,
     ) -> None:
-        if not 0 < 4 * heartbeat_s <= timeout_s:
-            # A renewal may take up to two beats (connect + read timeout) and the holder gives up at
-            # half the timeout: both must pass before anyone may call the lease stale.
-            raise ValueError(f"lease timeout {timeout_s} s must be at least 4 heartbeats of {heartbeat_s} s")
+        if not 0 < 6 * heartbeat_s <= timeout_s:
+            # The holder gives up once half the timeout has passed since its last renewal, checking
+            # after each try: up to a beat's wait plus a try of up to two beats (connect and read
+            # timeouts) later. That must still come before anyone may call the lease stale.
+            raise ValueError(f"lease timeout {timeout_s} s must be at least 6 heartbeats of {heartbeat_s} s")
         self.uri, self.timeout_s, self.heartbeat_s = uri, timeout_s, heartbeat_s
         self.log, self.on_lost = log, on_lost
         self._store: _Store = _S3Store(uri, heartbeat_s) if storage.is_s3(uri) else _LocalStore(uri)

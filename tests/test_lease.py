@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dfa_ray import selftrain, storage
+from dfa_ray.config import ConfigError, differences, load_config, replace
 from dfa_ray.lease import LeaseHeld, RunLease
 from dfa_ray.rundir import RunDir
 from tests.helpers import load_job, wait_for
@@ -57,12 +58,12 @@ def test_a_second_driver_is_refused_in_one_line_naming_the_holder_until_it_relea
 
 
 def test_the_heartbeat_keeps_a_lease_live_past_its_timeout(lease_uri):
-    with RunLease(lease_uri, timeout_s=2, heartbeat_s=0.5):
-        time.sleep(3.5)  # every beat renews: the lease is never 2 s old
+    with RunLease(lease_uri, timeout_s=3, heartbeat_s=0.5):
+        time.sleep(4.5)  # every beat renews: the lease is never 3 s old
         with pytest.raises(LeaseHeld):
             RunLease(lease_uri).acquire()
         beats = json.loads(storage.read_bytes(lease_uri))["beats"]
-        assert beats >= 4
+        assert beats >= 5
 
 
 def test_a_stale_lease_is_taken_over_and_that_is_logged(lease_uri):
@@ -125,7 +126,7 @@ def test_of_drivers_started_together_exactly_one_holds_the_run(lease_uri):
 
 def test_a_holder_whose_lease_is_taken_stops_and_leaves_the_new_lease_alone(lease_uri):
     lost: list[str] = []
-    holder = RunLease(lease_uri, timeout_s=2, heartbeat_s=0.5, on_lost=lost.append)
+    holder = RunLease(lease_uri, timeout_s=3, heartbeat_s=0.5, on_lost=lost.append)
     holder.acquire()
     _fake_lease(lease_uri, timeout_s=30)  # another driver took the run
     wait_for(lambda: lost, 10, "the holder to notice")
@@ -137,20 +138,20 @@ def test_a_holder_whose_lease_is_taken_stops_and_leaves_the_new_lease_alone(leas
 
 
 def test_the_lease_timeout_leaves_room_for_the_holder_to_give_up_first():
-    with pytest.raises(ValueError, match="at least 4 heartbeats"):
+    with pytest.raises(ValueError, match="at least 6 heartbeats"):
         RunLease("/tmp/x/LEASE.json", timeout_s=30, heartbeat_s=10)
 
 
 def test_a_holder_that_cannot_renew_for_half_its_timeout_stops(tmp_path):
     lost: list[str] = []
     uri = str(tmp_path / "run" / "LEASE.json")
-    holder = RunLease(uri, timeout_s=2, heartbeat_s=0.5, on_lost=lost.append)
+    holder = RunLease(uri, timeout_s=3, heartbeat_s=0.5, on_lost=lost.append)
     holder.acquire()
     (tmp_path / "run").rename(tmp_path / "moved")
     (tmp_path / "run").write_text("a file where the run's folder was: every renewal fails")
     started = time.monotonic()
     wait_for(lambda: lost, 10, "the holder to give up")
-    assert 1.0 <= time.monotonic() - started < 3.0 and not holder.held
+    assert 1.5 <= time.monotonic() - started < 4.0 and not holder.held
     [line] = lost
     assert re.match(rf"could not renew the lease {re.escape(uri)} for \d s: ", line) and "\n" not in line
     holder.release()
@@ -170,3 +171,17 @@ def test_a_second_driver_on_a_live_run_exits_2_in_one_line_before_ray(resume, le
     assert err.startswith(f"error: run {run.root} is held by another driver: host ") and "\n" not in err
     assert f"pid {os.getpid()}" in err and "last heartbeat" in err
     assert not storage.exists(run.config) and not storage.exists(run.lease)
+
+
+def test_lease_settings_are_config_values_that_a_resume_may_change(tmp_path):
+    with pytest.raises(
+        ConfigError, match="lease.timeout_s \\(60.0\\) must be at least 6 x lease.heartbeat_s"
+    ):
+        load_config(None, ["lease.timeout_s=60", "lease.heartbeat_s=15"])
+    config = load_config(None, [f"storage={tmp_path}"])
+    assert (
+        differences(
+            config, replace(config, ["lease.timeout_s=300", "lease.heartbeat_s=30"]), ("ray", "lease")
+        )
+        == []
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dfa_ray import raystart
-from dfa_ray.config import RayConfig
+from dfa_ray.config import ConfigError, RayConfig, load_config
 from dfa_ray.rundir import RunDir
 from tests.helpers import load_job
 
@@ -171,3 +171,8 @@ def test_a_driver_whose_ray_never_starts_fails_in_one_line_and_leaves_nothing_be
         run = RunDir(str(runs), "r")
         assert not Path(run.config).exists() and not Path(run.lease).exists()
     assert len(calls) == 4
+
+
+def test_ray_start_attempts_is_at_least_one():
+    with pytest.raises(ConfigError, match="ray.start_attempts must be at least 1, got 0"):
+        load_config(None, ["ray.start_attempts=0"])
