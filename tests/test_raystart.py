@@ -79,6 +79,10 @@ def _names(pids: set[int]) -> list[str]:
     return names
 
 
+def _pid() -> int:
+    return os.getpid()
+
+
 def _train_loop(config: dict) -> None:
     """Rank 0, with the process group up: the session's listening sockets and torch's store port."""
     import ray.train
@@ -124,7 +128,7 @@ def test_a_timed_out_start_is_stopped_and_retried_and_the_local_ray_listens_on_l
                 return os.getpid()
 
         actor = Actor.remote()
-        assert ray.get(actor.pid.remote()) != ray.get(ray.remote(os.getpid).remote())
+        assert ray.get(actor.pid.remote()) != ray.get(ray.remote(_pid).remote())
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
