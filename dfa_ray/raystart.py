@@ -95,7 +95,11 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def connect(settings: RayConfig, log: Callable[[str], None] = print) -> None:
+def _print(line: str) -> None:
+    print(line, flush=True)  # a job's output is a pipe: a retry should show when it happens
+
+
+def connect(settings: RayConfig, log: Callable[[str], None] = _print) -> None:
     """Join the job's cluster (``RAY_ADDRESS``, or ``ray.address``), else start a private local one on
     loopback; ``settings.start_attempts`` tries, then RayStartError."""
     import ray
