@@ -15,19 +15,25 @@ from collections.abc import Callable
 from dfa_ray.config import Config, ConfigError, load_config
 from dfa_ray.data.schema import RecordError
 from dfa_ray.data.validation import InputError
+from dfa_ray.lease import LeaseHeld
+from dfa_ray.raystart import RayStartError
 from dfa_ray.storage import StorageError
 
 # What a driver reports in one line (exit 2) rather than a traceback: a bad config or a resume with
-# another one, an existing run, an unusable input (a dataset, a checkpoint, too many unlabelable
-# frames) and storage that cannot be used (a missing bucket, an unwritable directory). Each message
-# names the key, run or URI at fault.
+# another one, an existing run or one another driver holds, an unusable input (a dataset, a
+# checkpoint, too many unlabelable frames) and storage that cannot be used (a missing bucket, an
+# unwritable directory). Each message names the key, run or URI at fault.
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     FileExistsError,
     InputError,
+    LeaseHeld,
     RecordError,
     StorageError,
 )
+# Failures with nothing to fix in the command, reported in one line too (exit 1): Ray did not start,
+# which running the same command again may cure.
+DRIVER_FAILURES: tuple[type[BaseException], ...] = (RayStartError,)
 
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
@@ -84,15 +90,22 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return out + args.set
 
 
-def exit_code(run: Callable[[], object], usage_errors: tuple[type[BaseException], ...]) -> int:
-    """Run a job's body: the int it returns (anything else = 0), or 2 with one ``error:`` line on a
-    usage error (bad input, bad config), which needs no traceback."""
+def exit_code(
+    run: Callable[[], object],
+    usage_errors: tuple[type[BaseException], ...],
+    failures: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a job's body: the int it returns (anything else = 0), or one ``error:`` line and 2 on a
+    usage error (bad input, bad config), 1 on one of ``failures``; neither needs a traceback."""
     try:
         code = run()
         return code if isinstance(code, int) else 0
     except usage_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except failures as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def parse_config(prog: str, description: str, argv: list[str] | None) -> tuple[Config, bool]:
@@ -108,10 +121,11 @@ def run_driver(
     job: Callable[[Config, bool, Callable[[str], None]], object],
 ) -> int:
     """Parse the driver's flags, load the config they make and run ``job(config, resume, log)``,
-    printing log lines as they come; exit 2 with one ``error:`` line on any of DRIVER_ERRORS."""
+    printing log lines as they come; one ``error:`` line and exit 2 on any of DRIVER_ERRORS, 1 on
+    any of DRIVER_FAILURES."""
 
     def body() -> object:
         config, resume = parse_config(prog, description, argv)
         return job(config, resume, lambda line: print(line, flush=True))
 
-    return exit_code(body, DRIVER_ERRORS)
+    return exit_code(body, DRIVER_ERRORS, DRIVER_FAILURES)

@@ -125,11 +125,34 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None  # logical CPUs of a local cluster (None: the machine's)
     object_store_mb: int = 512
+    # ray.init tries before the driver gives up. On a loaded machine a local start can miss Ray's own
+    # 30 s limit ("The current node timed out during startup": 12 of 15 starts in one probe).
+    start_attempts: int = 3
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None:
             bounds.at_least(self, 1, "num_cpus")
         bounds.at_least(self, 75, "object_store_mb")  # Ray refuses a smaller object store
+        bounds.at_least(self, 1, "start_attempts")
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    """The run's lease (``dfa_ray.lease``): one driver per run. Neither value changes any result."""
+
+    # A lease with no heartbeat for this long may be taken over by another driver: how long a driver
+    # restarted on another machine waits after a crash, and, halved, how long a storage outage the
+    # holder survives before it gives the run up.
+    timeout_s: float = 120.0
+    heartbeat_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        # The holder must give the run up before anyone may take it over (dfa_ray.lease.RunLease).
+        if not 0 < 6 * self.heartbeat_s <= self.timeout_s:
+            raise ValueError(
+                f"lease.timeout_s ({self.timeout_s}) must be at least 6 x lease.heartbeat_s "
+                f"({self.heartbeat_s}), which must be positive"
+            )
 
 
 @dataclass(frozen=True)
@@ -175,6 +198,7 @@ class Config:
     label: LabelConfig = LabelConfig()
     workers: WorkersConfig = WorkersConfig()
     ray: RayConfig = field(default_factory=RayConfig)
+    lease: LeaseConfig = LeaseConfig()
     experiments: ExperimentsConfig = ExperimentsConfig()
 
     def __post_init__(self) -> None:

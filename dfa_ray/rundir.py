@@ -1,5 +1,6 @@
 """The layout of a run in storage, and the commit rule that makes ``--resume`` safe.
 
+    <storage>/<run>/LEASE.json               the running driver's lease (dfa_ray.lease), while one runs
     <storage>/<run>/config.yaml              the resolved config the run was started with
     <storage>/<run>/metrics.jsonl            one JSON line per committed evaluation (rebuilt, never appended)
     <storage>/<run>/pretrain/                model.pt, ray/ (Ray Train's files), COMMITTED.json
@@ -8,7 +9,9 @@
 
 A stage is **committed** when its ``COMMITTED.json`` exists; that manifest is written last, after
 every other output of the stage, and holds the stage's statistics, its evaluation and the seconds
-each of its steps took. Nothing reads an uncommitted stage: resuming deletes it and runs it again.
+each of its steps took. Nothing reads an uncommitted stage: resuming deletes it and runs it again,
+and only a driver holding the run's lease may delete it, so a second driver never deletes the stage
+the first is writing.
 ``metrics.jsonl`` is regenerated from the committed manifests, so it never holds a line of a stage
 that was rerun.
 """
@@ -21,6 +24,7 @@ import re
 import pyarrow.fs as pafs
 
 from dfa_ray import storage
+from dfa_ray.lease import RunLease
 
 MANIFEST = "COMMITTED.json"
 _ROUND = re.compile(r"^round-(\d+)$")
@@ -31,6 +35,12 @@ class RunDir:
 
     def __init__(self, storage_uri: str, run_name: str) -> None:
         self.root = storage.join(storage_uri, run_name)
+        self.holder: RunLease | None = None  # this driver's lease on the run, once it holds one
+
+    @property
+    def lease(self) -> str:
+        """The run's lease object."""
+        return storage.join(self.root, "LEASE.json")
 
     @property
     def config(self) -> str:
@@ -92,7 +102,10 @@ class RunDir:
         return [int(m[1]) for info in infos if (m := _ROUND.match(info.base_name))]
 
     def clear(self, round_index: int) -> None:
-        """Delete whatever an interrupted attempt left of a stage (never a committed one)."""
+        """Delete whatever an interrupted attempt left of a stage (never a committed one), holding the
+        run's lease: without it, that stage may be another live driver's work in progress."""
+        if self.holder is None or not self.holder.held:
+            raise RuntimeError(f"refusing to delete {self.stage(round_index)} without holding {self.lease}")
         if self.is_committed(round_index):
             raise RuntimeError(f"refusing to delete committed stage {self.stage(round_index)}")
         storage.remove_tree(self.stage(round_index))

@@ -3,26 +3,30 @@
 ``self_train(config, resume)`` is what ``jobs/self_train.py`` runs on a Ray cluster: the rounds are
 ``rounds.run_rounds``, the loop the experiments run too, with ``RayRounds`` doing each step. Every
 stage commits through ``RunDir`` (its manifest last), so a killed driver rerun with ``resume=True``
-continues after the last committed stage and redoes the interrupted one from scratch.
+continues after the last committed stage and redoes the interrupted one from scratch. A driver holds
+the run's lease (``open_run``) while it runs it, so a second one on the same run is refused.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
-from dfa_ray.config import Config, DataConfig, RayConfig
+from dfa_ray.config import Config, DataConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import check_frame_ids, read_records, write_records
 from dfa_ray.data.validation import InputError
+from dfa_ray.lease import RunLease
 from dfa_ray.model import PoseModel, create_model
 from dfa_ray.policy import num_kept
+from dfa_ray.raystart import connect
 from dfa_ray.rounds import evaluation, result_line, run_rounds, timed
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label, train
@@ -33,27 +37,6 @@ Log = Callable[[str], None]
 # Keys a resumed run may change: raising the failed-frame limit after a round failed on it is how
 # that round is continued, and the limit changes no committed output.
 RESUMABLE_KEYS = ("label.max_error_fraction",)
-
-
-def connect(settings: RayConfig) -> None:
-    """Join the job's cluster (``RAY_ADDRESS``, or ``ray.address``), else start a private local one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = settings.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level="warning")
-    else:
-        ray.init(
-            address="local",
-            num_cpus=settings.num_cpus,
-            object_store_memory=settings.object_store_mb * 2**20,
-            include_dashboard=False,
-            logging_level="warning",
-        )
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def synthetic_name(domain: str, split: str, n: int, data: DataConfig) -> str:
@@ -109,7 +92,8 @@ def check_resume(run: RunDir, config: Config, resume: bool) -> None:
             f"run {run.root} exists; pass --resume to continue it, or choose another --run-name"
         )
     saved = config_module.from_dict(config_module.load_yaml_text(storage.read_bytes(run.config).decode()))
-    differ = [k for k in config_module.differences(saved, config, ignore=("ray",)) if k not in RESUMABLE_KEYS]
+    differ = config_module.differences(saved, config, ignore=("ray", "lease"))
+    differ = [k for k in differ if k not in RESUMABLE_KEYS]
     if differ:
         raise config_module.ConfigError(
             f"--resume with a config that differs from {run.config} in: {', '.join(differ)}"
@@ -175,22 +159,34 @@ def check_init_checkpoint(config: Config) -> None:
         raise InputError(f"init_checkpoint {path} does not match the config: {'; '.join(differ)}")
 
 
-def open_run(config: Config, resume: bool, ray_train: bool = True) -> RunDir:
-    """The run's directory, checked against ``resume`` (see check_resume), with its config saved.
+@contextmanager
+def open_run(config: Config, resume: bool, log: Log = print, ray_train: bool = True) -> Iterator[RunDir]:
+    """Hold the run for the block: checked, leased, Ray up, config saved; the lease released after.
 
-    The storage and the inputs are checked first (storage.check_bucket, check_inputs, which
-    ``ray_train`` is passed to): a bad one fails the run before anything is written, so fixing it
-    needs no ``--resume`` or new run name.
+    The storage and the inputs are checked before anything is written (storage.check_bucket,
+    check_inputs, which ``ray_train`` is passed to). Then the run's lease is taken
+    (``dfa_ray.lease``: a second driver on a live run stops here with LeaseHeld), the run checked
+    against ``resume`` while it is held (check_resume), Ray started or joined (connect), and only
+    then the config saved. A driver that fails before that
+    (a bad input, a held run, Ray not starting) leaves nothing that changes what the same command
+    does when it is run again.
     """
     storage.check_bucket(config.storage)
-    run = RunDir(config.storage, config.run_name)
-    check_resume(run, config, resume)
     check_inputs(config, ray_train)
+    run = RunDir(config.storage, config.run_name)
+    lease = RunLease(run.lease, config.lease.timeout_s, config.lease.heartbeat_s, log=log)
     try:
-        storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+        lease.acquire()  # the run's first write
     except storage.StorageError as exc:
         raise storage.StorageError(f"storage {config.storage} is not writable: {exc}") from None
-    return run
+    try:
+        check_resume(run, config, resume)
+        connect(config.ray)
+        storage.write_bytes(run.config, config_module.to_yaml(config).encode())
+        run.holder = lease
+        yield run
+    finally:
+        lease.release()
 
 
 @dataclass(frozen=True)
@@ -205,9 +201,8 @@ class Inputs:
 
 
 def load_inputs(config: Config, log: Log) -> Inputs:
-    """Connect to Ray; the source and target URIs (rendered if synthetic and absent), the test
-    frames and the source's mean pose."""
-    connect(config.ray)
+    """The source and target URIs (rendered if synthetic and absent), the test frames and the
+    source's mean pose; Ray must be up (open_run)."""
     source, target, test_uri = resolve_data(config, log)
     return Inputs(source, target, load_frames(test_uri, config.model.input_size), dataset_mean_pose(source))
 
@@ -299,17 +294,18 @@ class RayRounds:
 
 
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
-    """Run (or resume) the whole method; returns the committed evaluations in order."""
-    run = open_run(config, resume)
-    inputs = load_inputs(config, log)
-    done = run.committed_rounds()
-    if done:
-        log(f"resuming {run.root}: committed through {'pretrain' if done[-1] == 0 else f'round {done[-1]}'}")
-        run.write_metrics()
-    if 0 not in done:
-        pretrain(config, run, inputs, log)
-    # Committed stages are 0..n with no gap (``committed_rounds``): the rounds left start after them.
-    first = max(done, default=0) + 1
-    rounds = range(first, config.rounds + 1)
-    run_rounds(RayRounds(config, run, inputs), config.policy_schedule, rounds, config.adapt.epochs, log)
-    return [run.read_manifest(k)["evaluation"] for k in run.committed_rounds()]
+    """Run (or resume) the whole method, holding the run; returns the committed evaluations in order."""
+    with open_run(config, resume, log) as run:
+        inputs = load_inputs(config, log)
+        done = run.committed_rounds()
+        if done:
+            last = "pretrain" if done[-1] == 0 else f"round {done[-1]}"
+            log(f"resuming {run.root}: committed through {last}")
+            run.write_metrics()
+        if 0 not in done:
+            pretrain(config, run, inputs, log)
+        # Committed stages are 0..n with no gap (``committed_rounds``): the rounds left start after them.
+        first = max(done, default=0) + 1
+        rounds = range(first, config.rounds + 1)
+        run_rounds(RayRounds(config, run, inputs), config.policy_schedule, rounds, config.adapt.epochs, log)
+        return [run.read_manifest(k)["evaluation"] for k in run.committed_rounds()]

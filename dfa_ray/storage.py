@@ -359,8 +359,8 @@ def check_bucket(uri: str | os.PathLike) -> None:
 
 
 def s3_client(settings: S3Settings | None = None) -> Any:
-    """A boto3 S3 client for operations pyarrow lacks (bucket creation), with the same timeouts and
-    tries as the pyarrow filesystem; settings default to the environment."""
+    """A boto3 S3 client for operations pyarrow lacks (bucket creation, conditional writes), with the
+    same timeouts and tries as the pyarrow filesystem; settings default to the environment."""
     import boto3  # boto3 is slow to import and only needed for bucket management
     from botocore.config import Config
 

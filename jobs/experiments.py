@@ -38,7 +38,7 @@ from dfa_ray.experiments import (
 )
 from dfa_ray.metrics import describe
 from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import connect, open_run, resolve_data
+from dfa_ray.selftrain import open_run, resolve_data
 from dfa_ray.training import concat_frames, load_frames
 
 
@@ -66,12 +66,16 @@ def trial_uri(run: RunDir, method: str, seed: int, suffix: str = ".json") -> str
 
 
 def run_experiments(config: Config, resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Run (or finish) every trial, then write and return the tables."""
+    """Run (or finish) every trial, holding the run (``open_run``), then write and return the tables."""
+    start = time.perf_counter()
+    with open_run(config, resume, log, ray_train=False) as run:  # each trial trains in one process
+        return run_trials(config, run, resume, log, start)
+
+
+def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], None], start: float) -> dict:
+    """``run_experiments`` once the run is held and Ray is up; ``start`` is when the job began."""
     import ray
 
-    start = time.perf_counter()
-    run = open_run(config, resume, ray_train=False)  # each trial trains in one process
-    connect(config.ray)
     source, target, test = resolve_data(config, log)
     size = config.model.input_size
     frames = TrialData(

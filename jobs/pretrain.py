@@ -16,9 +16,9 @@ code the driver runs. ``jobs/self_train.py --resume`` with the same config then 
 An existing run is refused unless ``--resume`` is given; with it, a run whose pretraining is already
 committed is left alone, and an interrupted one is pretrained again from scratch.
 
-Exit codes: 0 success (or pretraining already committed); 2 a bad config, an existing run, a resume
-with a different config, an unusable input (dataset, checkpoint) or unusable storage, with a
-one-line error on stderr.
+Exit codes: 0 success (or pretraining already committed); 2 a bad config, an existing run, a run
+another driver holds, a resume with a different config, an unusable input (dataset, checkpoint) or
+unusable storage; 1 Ray did not start; each with a one-line error on stderr.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:
 
 
 def run_pretrain(config: Config, resume: bool, log: Callable[[str], None] = print) -> dict | None:
-    """Pretrain and commit stage 0 of ``config``'s run; returns its evaluation (None if already committed)."""
-    run = open_run(config, resume)
-    if run.is_committed(0):
-        log(f"{run.stage(0)} is already committed; nothing to do")
-        return None
-    result = pretrain(config, run, load_inputs(config, log), log)
+    """Pretrain and commit stage 0 of ``config``'s run, holding the run; returns its evaluation (None
+    if already committed)."""
+    with open_run(config, resume, log) as run:
+        if run.is_committed(0):
+            log(f"{run.stage(0)} is already committed; nothing to do")
+            return None
+        result = pretrain(config, run, load_inputs(config, log), log)
     log(f"committed {run.model(0)}; continue with jobs/self_train.py --resume and the same config")
     return result
 

@@ -4,8 +4,9 @@
     python jobs/self_train.py --config configs/smoke.yaml              # starts a private local Ray
 
 Settings come from the YAML ``--config`` (defaults: ``dfa_ray.config``), then the flags below, then
-``--set section.key=value`` overrides. The resolved config is saved as ``<storage>/<run>/config.yaml``;
-``--resume`` continues that run after its last committed stage.
+``--set section.key=value`` overrides. The resolved config is saved as ``<storage>/<run>/config.yaml``
+once Ray is up; ``--resume`` continues that run after its last committed stage. While it runs, the
+driver holds the run's lease (``<storage>/<run>/LEASE.json``): a second driver on the run is refused.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dfa_ray.selftrain import self_train
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the driver; exit 2 with one ``error:`` line on a bad config, an existing run, or an unusable
-    input or storage (``dfa_ray.cli.DRIVER_ERRORS``)."""
+    """Run the driver; exit 2 with one ``error:`` line on a bad config, an existing run or one another
+    driver holds, or an unusable input or storage (``dfa_ray.cli.DRIVER_ERRORS``); 1 with one when Ray
+    does not start (``DRIVER_FAILURES``); 3 when the driver loses the run's lease (``dfa_ray.lease``)."""
     return run_driver("self_train", __doc__, argv, self_train)
 
 

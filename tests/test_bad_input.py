@@ -478,8 +478,8 @@ def test_an_unwritable_storage_uri_is_a_storage_error_naming_it(kind, tmp_path, 
             pytest.skip("root writes to read-only directories; 'below a file' covers root")
         (tmp_path / "ro").mkdir(mode=0o555)
         uri, reason = str(tmp_path / "ro" / "runs"), "Permission denied"
-    with pytest.raises(StorageError) as info:
-        selftrain.open_run(Config(storage=uri), resume=False)
+    with pytest.raises(StorageError) as info, selftrain.open_run(Config(storage=uri), resume=False):
+        pass
     assert str(info.value).startswith(f"storage {uri} is not writable: ") and reason in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
     line = _run_driver(["--storage", uri], capsys)
@@ -514,8 +514,8 @@ def test_a_missing_bucket_is_named_and_never_created(s3, tmp_path, capsys, no_ra
     bucket = f"dfa-missing-{secrets.token_hex(4)}"
     uri = f"s3://{bucket}/runs"
     # SeaweedFS creates a bucket on the first write to it: without the check this run would start.
-    with pytest.raises(StorageError) as info:
-        selftrain.open_run(Config(storage=uri), resume=False)
+    with pytest.raises(StorageError) as info, selftrain.open_run(Config(storage=uri), resume=False):
+        pass
     assert str(info.value) == f"storage {uri}: bucket s3://{bucket} does not exist; create it first"
     line = _run_driver(["--storage", uri], capsys)
     secret = s3.env()["AWS_SECRET_ACCESS_KEY"]
@@ -526,9 +526,10 @@ def test_a_missing_bucket_is_named_and_never_created(s3, tmp_path, capsys, no_ra
         check_frame_ids(f"s3://{bucket}/data")
 
 
-def test_the_run_on_an_existing_bucket_opens(s3_prefix):
-    run = selftrain.open_run(Config(storage=s3_prefix), resume=False)
-    assert storage.exists(run.config)
+def test_the_run_on_an_existing_bucket_opens(s3_prefix, monkeypatch):
+    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
+    with selftrain.open_run(Config(storage=s3_prefix), resume=False) as run:
+        assert storage.exists(run.config)
 
 
 # ------------------------------------------------- individual bad frames: counted, listed, and bounded
@@ -574,9 +575,11 @@ def test_too_many_failed_frames_fail_the_round_naming_labels_limit_key_and_frame
     ]
 
 
-def test_a_round_that_failed_on_the_limit_resumes_with_a_higher_one(tmp_path):
+def test_a_round_that_failed_on_the_limit_resumes_with_a_higher_one(tmp_path, monkeypatch):
     config = Config(storage=str(tmp_path))
-    run = selftrain.open_run(config, resume=False)
+    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
+    with selftrain.open_run(config, resume=False) as run:
+        pass
     selftrain.check_resume(run, replace(config, ["label.max_error_fraction=0.5"]), resume=True)
     with pytest.raises(ConfigError, match="differs .* in: label.batch_size"):
         selftrain.check_resume(run, replace(config, ["label.batch_size=3"]), resume=True)

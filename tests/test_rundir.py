@@ -1,4 +1,5 @@
-"""Run layout and the commit rule: manifests last, metrics rebuilt from manifests, uncommitted cleared."""
+"""Run layout and the commit rule: manifests last, metrics rebuilt from manifests, uncommitted cleared
+under the run's lease only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from dfa_ray import storage
+from dfa_ray.lease import RunLease
 from dfa_ray.rundir import RunDir
 
 
@@ -28,10 +30,14 @@ def test_commits_metrics_and_clearing(where, tmp_path, request):
     lines = storage.read_bytes(run.metrics).decode().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [0, 1]
 
-    run.clear(2)
+    with pytest.raises(RuntimeError, match="refusing to delete .* without holding .*LEASE.json"):
+        run.clear(2)  # another driver may be writing it
+    with RunLease(run.lease) as run.holder:
+        run.clear(2)
+        with pytest.raises(RuntimeError, match="refusing to delete committed"):
+            run.clear(1)
     assert not storage.list_files(run.stage(2), recursive=True)
-    with pytest.raises(RuntimeError, match="refusing to delete committed"):
-        run.clear(1)
+    assert not run.holder.held and not storage.exists(run.lease)
     run.commit(2, {"evaluation": _evaluation(2)})
     assert run.committed_rounds() == [0, 1, 2]
     assert len(storage.read_bytes(run.metrics).decode().splitlines()) == 3

@@ -1,8 +1,9 @@
 """End to end: `ray job submit` runs jobs/self_train.py against the embedded S3 on a private local Ray.
 
-Slow (a few minutes on 2 cores): the smoke config, 2 train workers, 2 label actors. The driver-kill
-test runs the driver as a plain process joined to the same cluster (as ``ray job submit`` would),
-so it can SIGKILL it at a chosen line of its output (``dfa_ray.drills``).
+Slow (a few minutes on 2 cores): the smoke config, 2 train workers, 2 label actors. While the job
+runs, a second driver on its run is refused (the run's lease). The driver-kill test runs the driver
+as a plain process joined to the same cluster (as ``ray job submit`` would), so it can SIGKILL it at
+a chosen line of its output (``dfa_ray.drills``); each --resume takes the killed driver's lease over.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import pytest
 from dfa_ray import storage
 from dfa_ray.config import load_config
 from dfa_ray.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
-from dfa_ray.localcluster import LocalRay
+from dfa_ray.localcluster import Job, LocalRay
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages.label import read_labels
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = load_config(REPO / "configs" / "smoke.yaml")
@@ -62,10 +64,21 @@ def _check_committed_rounds(run: RunDir, targets: list[str]) -> None:
         assert np.min(kept.column("confidence").to_numpy()) >= np.sort(confidence)[::-1][kept.num_rows - 1]
 
 
-def test_self_train_job_runs_every_stage(ray_head, storage_uri, s3):
-    done = ray_head.submit(_entrypoint(storage_uri, "full"), REPO)
+def test_self_train_job_runs_every_stage_and_a_second_driver_on_it_is_refused(ray_head, storage_uri, s3):
+    job = ray_head.submit(_entrypoint(storage_uri, "full"), REPO, wait=False)
+    wait_for(lambda: "pretrain: " in ray_head.logs(job.job_id), 600, "the job to start pretraining")
+    # A second driver on the live run (a retry while the first still runs): refused at once, in one line.
+    env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
+    second = run_driver([*_entrypoint(storage_uri, "full")[2:], "--resume"], env, REPO, timeout=120)
+    assert second.returncode == 2 and second.seconds < 60, second.output[-3000:]
+    [line] = [line for line in second.output.splitlines() if line.startswith("error:")]
+    assert re.fullmatch(r"error: run \S+/full is held by another driver: host \S+ pid \d+ .*", line)
+    assert "last heartbeat" in line and "Traceback" not in second.output
+    wait_for(lambda: ray_head.job_status(job.job_id) not in ("PENDING", "RUNNING"), 1800, "the job to end")
+    done = Job(job.job_id, ray_head.job_status(job.job_id), ray_head.logs(job.job_id))
     assert done.succeeded, done.logs[-3000:]
     run = RunDir(storage_uri, "full")
+    assert not storage.exists(run.lease)  # released at the end
     _check_committed_rounds(run, _target_frames(storage_uri))
     lines = [line for line in storage.read_bytes(run.metrics).decode().splitlines() if line]
     records = [__import__("json").loads(line) for line in lines]
@@ -116,6 +129,9 @@ def test_a_driver_killed_at_each_stage_resumes_and_never_commits_a_partial_round
         assert run.committed_rounds()[:1] == [0], "pretraining is committed in the first attempt"
         if attempt:
             assert "committed through pretrain" in done.output
+            # The killed driver's lease is taken over at once: its process on this machine is gone.
+            taken = r"took over the lease of run \S+ .*: its process \d+ on this machine is gone"
+            assert re.search(taken, done.output)
             assert not re.search(KILL_POINTS["pretraining"], done.output), "pretraining was redone"
     final = run_driver([*args, "--resume"], env, REPO, timeout=600)
     output.append(final.output)
