@@ -23,10 +23,13 @@ x and y from ``xy`` and z as the mean of the ``zy`` and ``xz`` estimates.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from dfa_ray.skeleton import JOINT_NAMES, NOMINAL_BONE_MM, PARENTS
 
 
 class Marginals(NamedTuple):
@@ -88,6 +91,32 @@ def denormalise(coords: np.ndarray, camera: np.ndarray, crop_size: int, root_dep
     u = normalised_to_pixels(coords[..., 0], crop_size)
     v = normalised_to_pixels(coords[..., 1], crop_size)
     return np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], -1)
+
+
+def root_depth_from_bones(
+    coords: np.ndarray, camera: np.ndarray, crop_size: int, bone_mm: Mapping[str, float] = NOMINAL_BONE_MM
+) -> np.ndarray:
+    """The root depths ``(N,)`` in mm at which normalised poses ``(N, 17, 3)`` best have ``bone_mm``'s bones.
+
+    A prior for frames without a known root depth: the person is assumed to be a nominal adult.
+    ``denormalise`` is linear in the root depth (a pose at depth ``D`` is ``D`` times the pose at
+    depth 1, z units included), so every bone length is ``D`` times its length ``l`` at depth 1, and
+    the depth whose bone lengths are closest to the nominal ``L`` in least squares is
+    ``sum(l L) / sum(l l)``. Least squares weighs the long bones (legs, spine) most, which a model
+    predicts closest to their true length; the short ones (hips, shoulders, head) come out shrunk
+    towards the joint they hang from (``benchmarks/depth_prior.py``). Root-relative millimetres at
+    this depth are the predicted shape at a nominal adult's size; they hardly depend on the focal
+    length, which scales the depth and the back-projection alike.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    unit = denormalise(coords, camera, crop_size, np.ones(len(coords)))
+    children = [JOINT_NAMES.index(name) for name in bone_mm]
+    parents = [PARENTS[child] for child in children]
+    lengths = np.linalg.norm(unit[:, children] - unit[:, parents], axis=-1)
+    fitted = (lengths**2).sum(axis=-1)
+    if not np.all(np.isfinite(fitted) & (fitted > 0)):
+        raise ValueError("a pose whose joints all coincide has no bone lengths to fit a depth to")
+    return lengths @ np.array(list(bone_mm.values()), dtype=np.float64) / fitted
 
 
 def grid(size: int, device: torch.device | None = None) -> torch.Tensor:

@@ -20,6 +20,15 @@ ROOT = 0
 PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 BONES: tuple[tuple[int, int], ...] = tuple((p, c) for c, p in enumerate(PARENTS) if p >= 0)
 
+# A nominal 1.75 m adult's bone lengths in mm, each bone named by its child joint: close to Human3.6M's mean
+# skeleton. The synthetic renderer scales them per subject; the bone-length depth prior
+# (``heatmaps.root_depth_from_bones``) fits a predicted pose to them.
+NOMINAL_BONE_MM: dict[str, float] = {
+    "r_hip": 130, "r_knee": 450, "r_ankle": 440, "l_hip": 130, "l_knee": 450, "l_ankle": 440,
+    "spine": 230, "thorax": 250, "neck_nose": 115, "head": 115,
+    "l_shoulder": 150, "l_elbow": 280, "l_wrist": 250, "r_shoulder": 150, "r_elbow": 280, "r_wrist": 250,
+}  # fmt: skip
+
 # Index of each joint's mirror image: a horizontal flip of the image turns a left limb into a right one.
 FLIP_PERMUTATION: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
 
@@ -33,7 +42,6 @@ MPII_JOINT_NAMES: tuple[str, ...] = (
     "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
     "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
 )  # fmt: skip
-
 
 def _regressor(rows: dict[str, dict[str, float]], source_names: tuple[str, ...]) -> np.ndarray:
     """Build a (17, S) regressor from ``{h36m_joint: {source_joint: weight}}``."""
@@ -72,7 +80,6 @@ MPII_TO_H36M = _regressor(
     },
     MPII_JOINT_NAMES,
 )
-
 
 def regressor_validity(regressor: np.ndarray) -> np.ndarray:
     """Per-joint validity (uint8, 17) of a regressor: 0 where a joint has no source counterpart."""

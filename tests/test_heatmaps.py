@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from dfa_ray import heatmaps as hm
+from dfa_ray.data import synthetic
+from dfa_ray.skeleton import BONES, JOINT_NAMES
 from tests.helpers import place_in_camera, project, random_poses
 
 
@@ -74,3 +76,52 @@ def test_marginal_axes_follow_the_documented_layout():
     assert peak(t.xy) == pytest.approx((-0.25, 0.5), abs=0.13)  # rows y, columns x
     assert peak(t.zy) == pytest.approx((-0.25, 0.75), abs=0.13)  # rows y, columns z
     assert peak(t.xz) == pytest.approx((0.75, 0.5), abs=0.13)  # rows z, columns x
+
+
+# ------------------------------------------------------------------------------ bone-length depth prior
+
+
+def test_root_depth_from_bones_recovers_the_depth_of_a_pose_with_those_bones():
+    joints, camera = _posed(n=8)
+    camera[:, 2:] += [[40.0, -25.0]]  # an off-centre person: the crop's principal point moves away
+    bones = {JOINT_NAMES[c]: float(np.linalg.norm(joints[0, c] - joints[0, p])) for p, c in BONES}
+    coords = hm.normalise(joints, camera, 64)
+    np.testing.assert_allclose(
+        hm.root_depth_from_bones(coords, camera, 64, bones), joints[:, 0, 2], rtol=1e-9
+    )
+    # A person twice the nominal size at the same place in the picture is put twice as far away.
+    doubled = {name: 2 * mm for name, mm in bones.items()}
+    np.testing.assert_allclose(hm.root_depth_from_bones(coords, camera, 64, doubled), 2 * joints[:, 0, 2])
+
+
+def test_root_depth_from_bones_hardly_depends_on_the_focal_length():
+    joints, camera = _posed(n=8)
+    coords = hm.normalise(joints, camera, 64)
+    depths, poses = [], []
+    for scale in (1.0, 1.5):  # a wrongly assumed focal length moves the depth, not the shape
+        wrong = camera * [scale, scale, 1, 1]
+        depths.append(hm.root_depth_from_bones(coords, wrong, 64))
+        pose = hm.denormalise(coords, wrong, 64, depths[-1])
+        poses.append(pose - pose[:, :1])
+    np.testing.assert_allclose(depths[1], 1.5 * depths[0], rtol=0.02)
+    assert np.linalg.norm(poses[0] - poses[1], axis=-1).mean() < 10.0
+
+
+def test_root_depth_from_bones_errs_on_synthetic_people_only_by_their_size():
+    rows = list(synthetic.generate("synthetic-real", "test", 40, crop_size=64))
+    joints = np.stack([row["joints_3d"] for row in rows]).astype(np.float64)
+    camera = np.stack([row["camera"] for row in rows]).astype(np.float64)
+    ratio = hm.root_depth_from_bones(hm.normalise(joints, camera, 64), camera, 64) / joints[:, 0, 2]
+    # Synthetic subjects are 0.88-1.1 times the nominal adult (each bone another 0.93-1.07 times), and
+    # the prior's error is that size alone: the same for every frame of a subject, whatever the pose.
+    assert np.abs(ratio - 1).max() < 0.15
+    subjects = np.array([row["subject"] for row in rows])
+    assert len(set(subjects)) == 2
+    for subject in set(subjects):
+        assert np.ptp(ratio[subjects == subject]) < 1e-3
+
+
+def test_root_depth_from_bones_rejects_a_pose_without_bones():
+    _, camera = _posed(n=1)
+    with pytest.raises(ValueError, match="no bone lengths"):
+        hm.root_depth_from_bones(np.zeros((1, 17, 3)), camera, 64)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfa_ray import checkpoints, metrics, selftrain, storage
+from dfa_ray import checkpoints, heatmaps, metrics, selftrain, storage
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.model import ModelConfig, PoseModel
@@ -153,20 +153,28 @@ def test_predict_on_records_writes_joints_and_pictures(assets, tmp_path):
         assert line["root_depth_mm"] == pytest.approx(
             frames.joints_3d[frames.frame_ids.index(frame_id), 0, 2]
         )
+        assert line["root_depth_source"] == "joints_3d"
         assert line["png"] == frame_id.replace("/", "_") + ".png"
         assert _png_shape(out / line["png"]) == (64, 128, 3)
     assert sorted(p.name for p in out.iterdir()) == sorted(["predictions.jsonl"] + [x["png"] for x in lines])
 
 
-def test_predict_on_records_without_joints_3d_gives_null_millimetres(assets, tmp_path):
+def test_predict_on_records_without_joints_3d_gives_millimetres_from_the_bone_length_prior(assets, tmp_path):
     out = tmp_path / "preds"
     args = ["--checkpoint", assets["checkpoint"], "--data", assets["no3d"], "--n", "0", "--out", str(out)]
     assert predict_job.main([*args, "--panel-size", "32"]) == 0
     lines = _lines(out)
     assert len(lines) == 6
-    assert all(line["joints_mm"] is None and line["root_depth_mm"] is None for line in lines)
-    assert all("joints_3d" in line["note"] for line in lines)
-    assert all(np.asarray(line["joints_normalised"]).shape == (17, 3) for line in lines)
+    frames = load_frames(assets["no3d"], TINY.input_size)
+    for line, camera in zip(lines, frames.camera):
+        assert line["root_depth_source"] == "bone-length prior" and "nominal adult" in line["note"]
+        normalised, mm = np.asarray(line["joints_normalised"]), np.asarray(line["joints_mm"])
+        assert mm.shape == (17, 3) and np.all(mm[0] == 0)
+        # The depth is the prior's on this very prediction, and the millimetres rest on it.
+        depth = heatmaps.root_depth_from_bones(normalised[None], camera[None], 32)[0]
+        assert line["root_depth_mm"] == pytest.approx(depth, rel=1e-3)
+        want = heatmaps.denormalise(normalised[None], camera[None], 32, np.array([depth]))[0]
+        np.testing.assert_allclose(mm, want - want[0], atol=0.05 + 1e-3 * np.abs(want - want[0]).max())
 
 
 def test_predict_on_an_image_file_centre_crops_and_assumes_a_camera(assets, tmp_path):
@@ -183,6 +191,7 @@ def test_predict_on_an_image_file_centre_crops_and_assumes_a_camera(assets, tmp_
     # Focal length = the 40x30 image's diagonal; principal point at the centre, moved into the 30 px crop.
     assert line["camera"] == [50.0, 50.0, 14.5, 14.5]
     assert line["root_depth_mm"] == 5000.0 and "assumed" in line["note"]
+    assert line["root_depth_source"] == "--root-depth-mm"
     normalised, mm = np.asarray(line["joints_normalised"]), np.asarray(line["joints_mm"])
     assert normalised.shape == (17, 3) and mm.shape == (17, 3) and np.all(mm[0] == 0)
     # 2D joints are in the original image's pixels: the crop starts 5 px from the left.

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from dfa_ray.data.images import encode_image
-from dfa_ray.skeleton import BONES, JOINT_NAMES
+from dfa_ray.skeleton import BONES, JOINT_NAMES, NOMINAL_BONE_MM
 
 # Bump when a change alters rendered frames: cached datasets are named after it, so none goes stale.
 RENDERER_VERSION = 3
@@ -45,12 +45,6 @@ ACTIONS = (
     "hands_on_hips", "arms_crossed", "looking_around", "picking_up", "stretching",
 )  # fmt: skip
 
-# Human3.6M-like bone lengths in mm for a 1.75 m adult, by child joint.
-_BONE_MM = {
-    "r_hip": 130, "r_knee": 450, "r_ankle": 440, "l_hip": 130, "l_knee": 450, "l_ankle": 440,
-    "spine": 230, "thorax": 250, "neck_nose": 115, "head": 115,
-    "l_shoulder": 150, "l_elbow": 280, "l_wrist": 250, "r_shoulder": 150, "r_elbow": 280, "r_wrist": 250,
-}  # fmt: skip
 _LIMB_WIDTH_MM = {"thigh": 150, "shin": 110, "upper_arm": 95, "forearm": 75, "neck": 90, "foot": 80}
 
 # Anatomical range of every pose angle in degrees (adult active range of motion, rounded). Flexion
@@ -132,7 +126,7 @@ def _subject(number: int) -> dict:
     rng = np.random.default_rng([7919, number])
     return {
         "scale": rng.uniform(0.88, 1.1),
-        "bones": {name: rng.uniform(0.93, 1.07) for name in _BONE_MM},
+        "bones": {name: rng.uniform(0.93, 1.07) for name in NOMINAL_BONE_MM},
         "width": rng.uniform(0.85, 1.2),
         "colours": rng.integers(30, 230, (4, 3)),  # top, bottom, skin, hair
         "stripes": int(rng.integers(3, 8)),
@@ -286,7 +280,7 @@ def _action_angles(action: str, rng: np.random.Generator) -> dict[str, float]:
 def pose(action: str, subject: dict, rng: np.random.Generator) -> np.ndarray:
     """Root-relative joints ``(17, 3)`` in mm in a body frame (x right, y down, z forward)."""
     a = _action_angles(action, rng)
-    length = {name: mm * subject["scale"] * subject["bones"][name] for name, mm in _BONE_MM.items()}
+    length = {name: mm * subject["scale"] * subject["bones"][name] for name, mm in NOMINAL_BONE_MM.items()}
     # Body axes in the body frame: the person faces -z (towards a camera looking along +z). Rotating
     # about ``right`` by a positive angle swings a downward limb forwards (flexion).
     right, up, forward = np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, -1.0])
