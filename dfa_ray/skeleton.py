@@ -43,6 +43,15 @@ MPII_JOINT_NAMES: tuple[str, ...] = (
     "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
 )  # fmt: skip
 
+# MediaPipe Pose (BlazePose) landmarks; left and right are the person's own, as in H36M-17.
+MEDIAPIPE_JOINT_NAMES: tuple[str, ...] = (
+    "nose", "l_eye_inner", "l_eye", "l_eye_outer", "r_eye_inner", "r_eye", "r_eye_outer", "l_ear",
+    "r_ear", "mouth_l", "mouth_r", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist",
+    "r_wrist", "l_pinky", "r_pinky", "l_index", "r_index", "l_thumb", "r_thumb", "l_hip", "r_hip",
+    "l_knee", "r_knee", "l_ankle", "r_ankle", "l_heel", "r_heel", "l_foot_index", "r_foot_index",
+)  # fmt: skip
+
+
 def _regressor(rows: dict[str, dict[str, float]], source_names: tuple[str, ...]) -> np.ndarray:
     """Build a (17, S) regressor from ``{h36m_joint: {source_joint: weight}}``."""
     matrix = np.zeros((NUM_JOINTS, len(source_names)), dtype=np.float64)
@@ -80,6 +89,24 @@ MPII_TO_H36M = _regressor(
     },
     MPII_JOINT_NAMES,
 )
+
+# MediaPipe has no pelvis, spine, thorax or head top. The pelvis is the hips' midpoint and the thorax
+# the shoulders' (MediaPipe's hip landmarks sit a few cm from Human3.6M's hip joint centres); the
+# spine is midway between them; the nose stands for H36M's nose joint. The head top is taken one
+# thorax-to-ears length above the ears' midpoint, as H36M's head joint lies about as far above the
+# nose as the nose above the thorax (NOMINAL_BONE_MM). These are approximations of a few cm.
+MEDIAPIPE_TO_H36M = _regressor(
+    {
+        **{name: {name: 1.0} for name in _SAME_NAME if name != "pelvis"},
+        "pelvis": {"l_hip": 0.5, "r_hip": 0.5},
+        "spine": {"l_hip": 0.25, "r_hip": 0.25, "l_shoulder": 0.25, "r_shoulder": 0.25},
+        "thorax": {"l_shoulder": 0.5, "r_shoulder": 0.5},
+        "neck_nose": {"nose": 1.0},
+        "head": {"l_ear": 1.0, "r_ear": 1.0, "l_shoulder": -0.5, "r_shoulder": -0.5},
+    },
+    MEDIAPIPE_JOINT_NAMES,
+)
+
 
 def regressor_validity(regressor: np.ndarray) -> np.ndarray:
     """Per-joint validity (uint8, 17) of a regressor: 0 where a joint has no source counterpart."""

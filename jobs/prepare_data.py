@@ -4,6 +4,7 @@
     python jobs/prepare_data.py h36m      --root H36M_PROCESSED --split train --every 5 --out URI
     python jobs/prepare_data.py surreal   --root SURREAL/data/cmu --split train --every 10 --out URI
     python jobs/prepare_data.py mpii      --root MPII_DIR --out URI
+    python jobs/prepare_data.py video     VIDEO_OR_IMAGE_FOLDER --every 5 --out URI [--calibration FILE]
     python jobs/prepare_data.py validate  URI [--headers-only]
     python jobs/prepare_data.py grid      synthetic-source synthetic-real [URI ...] --out samples.png
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from dfa_ray import storage
 from dfa_ray.cli import exit_code
-from dfa_ray.data import h36m, mpii, preview, surreal, synthetic
+from dfa_ray.data import h36m, mpii, preview, surreal, synthetic, video
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.records import MiB, dataset_files, read_records, read_records_with_report, write_records
 from dfa_ray.data.schema import RecordError, table_to_rows
@@ -80,10 +81,14 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
 def _add_crop_args(parser: argparse.ArgumentParser, splits: Iterable[str], split: str | None = None) -> None:
     parser.add_argument("--root", type=Path, required=True, help="the dataset's published directory")
     parser.add_argument("--split", required=split is None, default=split, choices=tuple(splits))
+    _add_crop_spec_args(parser)
+    _add_output_args(parser)
+
+
+def _add_crop_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=256, help="crop side in pixels")
     parser.add_argument("--margin", type=float, default=1.25, help="box side / the joints' extent")
     parser.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
-    _add_output_args(parser)
 
 
 def _crop(args: argparse.Namespace) -> CropSpec:
@@ -164,6 +169,61 @@ def add_mpii(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_mpii)
 
 
+# ------------------------------------------------------------------------------------------ footage
+
+
+def _video_camera(args: argparse.Namespace, source: video.FrameSource) -> video.Camera:
+    """The full frame's camera the flags give, or the nominal one of uncalibrated footage."""
+    if args.calibration:
+        return video.read_calibration(args.calibration, args.camera)
+    if args.camera:
+        raise ValueError("--camera picks a camera of a --calibration file; give one")
+    if args.intrinsics:
+        flag = "--intrinsics " + " ".join(f"{v:g}" for v in args.intrinsics)
+        return video.Camera(tuple(args.intrinsics), flag)
+    if args.focal_px:
+        return video.focal_camera(args.focal_px, source.width, source.height)
+    return video.nominal_camera(source.width, source.height)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """Cut every person of a video or image folder into unlabeled records."""
+    source = video.FrameSource(args.input, args.name)
+    camera = _video_camera(args, source)
+    print(f"camera: {camera.source}")
+    if any(camera.distortion):
+        print(f"camera: lens distortion {list(camera.distortion)} is not removed from the frames")
+    report = video.VideoReport(str(args.input))
+    rows = video.video_rows(source, camera, report, args.every, _crop(args), args.max_people)
+    code = _write(rows, args, f"video/{source.name}")
+    print(report.summary())
+    return code
+
+
+def add_video(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``video``."""
+    parser = subparsers.add_parser(
+        "video",
+        help="real footage (a video or an image folder): every person found by MediaPipe Pose, unlabeled",
+        description=video.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", type=Path, help="a video file or a folder of images of one camera")
+    parser.add_argument("--every", type=int, default=1, help="read every n-th frame (default 1)")
+    parser.add_argument("--max-people", type=int, default=4, help="people to look for in a frame")
+    parser.add_argument("--name", help="the source's name in frame ids (default: the file or folder name)")
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--calibration", type=Path, help="Pose2Sim / Sports2D calibration TOML")
+    camera.add_argument(
+        "--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), help="full-frame pixels"
+    )
+    camera.add_argument("--focal-px", type=float, help="focal length in pixels, principal point centred")
+    parser.add_argument("--camera", help="with --calibration: the camera (section or name) to use")
+    _add_crop_spec_args(parser)
+    _add_output_args(parser)
+    parser.set_defaults(func=cmd_video)
+
+
 # ------------------------------------------------------------------------------------ validate, grid
 
 
@@ -235,6 +295,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_h36m,
     add_surreal,
     add_mpii,
+    add_video,
     add_validate,
     add_grid,
 ]

