@@ -112,6 +112,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # jobs/experiments.py end to end (24 trials, a local Ray) and its report in Chromium
 def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys, local_ray):
     storage = str(tmp_path / "runs")
     assert load_job("experiments").main(["--config", SMOKE, "--storage", storage]) == 0

@@ -35,6 +35,8 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_actors  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a multi-node Ray cluster, killed workers, an S3 outage
+
 SMOKE = load_config("configs/smoke.yaml", ["pretrain.epochs=6"])
 LABEL = LabelConfig(actors=2, batch_size=25, rows_per_block=50, num_cpus=0.5)
 NODE_ARGS = {"num_cpus": 2, "object_store_memory": 256 * 2**20}

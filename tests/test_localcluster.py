@@ -109,6 +109,7 @@ def _live_processes(pgid: int | None = None, pid: int | None = None) -> list[int
     return found
 
 
+@pytest.mark.slow  # real `ray start` nodes, one of them killed mid-labeling
 def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluster, inputs):
     groups = [node.process.pid for node in cluster.workers] + [cluster._process.pid]
     thread, out = in_background(
@@ -184,6 +185,7 @@ def _ray_processes_of(port: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # the CLI starts a Ray head, a worker node and an S3 server
 def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
     output = tmp_path / "cli.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}

@@ -49,6 +49,7 @@ def test_predict_restores_training_mode_and_returns_numpy():
     assert np.all(np.abs(coords) <= 1) and np.all(var >= 0)
 
 
+@pytest.mark.slow  # 800 training steps of the default model
 def test_a_one_million_parameter_model_overfits_64_samples_below_20mm():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

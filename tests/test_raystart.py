@@ -94,6 +94,7 @@ def _train_loop(config: dict) -> None:
         )
 
 
+@pytest.mark.slow  # two local Ray starts (one timed out) and a 2-worker TorchTrainer
 def test_a_timed_out_start_is_stopped_and_retried_and_the_local_ray_listens_on_loopback_only(
     tmp_path, monkeypatch
 ):

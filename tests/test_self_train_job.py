@@ -24,6 +24,8 @@ from dfa_ray.rundir import RunDir
 from dfa_ray.stages.label import read_labels
 from tests.helpers import wait_for
 
+pytestmark = pytest.mark.slow  # a private Ray head, `ray job submit`, drivers killed and resumed
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = load_config(REPO / "configs" / "smoke.yaml")
 
