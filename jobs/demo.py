@@ -11,8 +11,9 @@ configs/source_model.yaml`` to the same cluster and replaces ``models/source/`` 
 (model, resolved config, metrics, the commit it came from), then runs the driver from it.
 
 Everything stays on this machine: the S3 data lives in ``runs/s3-data/`` (kept between demos, so the
-synthetic benchmark is rendered once), Ray runs on free loopback ports with token authentication, and
-both are stopped at the end. The job's metrics are copied to ``runs/<run-name>/metrics.jsonl``.
+synthetic benchmark is rendered once), Ray runs on free ports with token authentication (its
+services bind every interface: ``ray start`` maps 127.0.0.1 to the machine's address), and both are
+stopped at the end. The job's metrics are copied to ``runs/<run-name>/metrics.jsonl``.
 """
 
 from __future__ import annotations
