@@ -11,6 +11,7 @@ are ranked by a total order: descending confidence, then ascending frame id.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
@@ -115,24 +116,26 @@ class Selection:
 
 def select(frame_ids: Sequence[str], confidences: Sequence[float], fraction: float) -> Selection:
     """Keep the ``num_kept`` most confident frames; ties go to the smaller frame id (as strings)."""
-    ids = np.array([str(frame_id) for frame_id in frame_ids], dtype=str)
+    # Python strings, not a numpy string array: numpy drops trailing NUL characters, so "a" and
+    # "a\x00" would collide (found by the permutation property test).
+    ids = [str(frame_id) for frame_id in frame_ids]
     conf = np.asarray(confidences, dtype=np.float64)
     if conf.ndim != 1:
         raise ValueError(f"confidences must be one-dimensional, got shape {conf.shape}")
-    if ids.shape != conf.shape:
-        raise ValueError(f"frame_ids ({ids.shape[0]}) and confidences ({conf.shape[0]}) differ in length")
+    if len(ids) != conf.shape[0]:
+        raise ValueError(f"frame_ids ({len(ids)}) and confidences ({conf.shape[0]}) differ in length")
     if np.isnan(conf).any():
         row = int(np.flatnonzero(np.isnan(conf))[0])
         raise ValueError(f"confidence of frame {ids[row]!r} (row {row}) is NaN")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f"frame ids must be unique, {str(unique[counts > 1][0])!r} occurs more than once")
+    repeated = [frame_id for frame_id, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise ValueError(f"frame ids must be unique, {repeated[0]!r} occurs more than once")
 
     count = num_kept(len(ids), fraction)
-    # lexsort sorts by the last key first: descending confidence, then ascending id. With unique ids
-    # this is a total order, so the kept set does not depend on the input row order.
-    order = np.lexsort((ids, -conf))
-    kept_rows = order[:count]
+    # Descending confidence, then ascending id: with unique ids a total order, so the kept set does
+    # not depend on the input row order.
+    order = sorted(range(len(ids)), key=lambda row: (-conf[row], ids[row]))
+    kept_rows = np.asarray(order[:count], dtype=np.int64)
     mask = np.zeros(len(ids), dtype=bool)
     mask[kept_rows] = True
     mask.setflags(write=False)  # the Selection is frozen, so is its mask

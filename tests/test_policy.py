@@ -192,3 +192,9 @@ def test_select_rejects_bad_input():
         select(["a", "b", "c", "b"], [0.3, 0.4, 0.5, 0.6], 0.5)
     with pytest.raises(ValueError, match="fraction"):
         select(["a"], [0.3], 1.5)
+
+
+def test_ids_that_differ_only_by_a_trailing_nul_are_two_frames():
+    # numpy's string arrays drop trailing NULs; the property test above found the collision.
+    selection = select(["a", "a\x00"], [0.5, 0.25], 0.5)
+    assert selection.mask.tolist() == [True, False] and selection.num_kept == 1
