@@ -13,7 +13,8 @@ configs/source_model.yaml`` to the same cluster and replaces ``models/source/`` 
 Everything stays on this machine: the S3 data lives in ``runs/s3-data/`` (kept between demos, so the
 synthetic benchmark is rendered once), Ray runs on free ports with token authentication (its
 services bind every interface: ``ray start`` maps 127.0.0.1 to the machine's address), and both are
-stopped at the end. The job's metrics are copied to ``runs/<run-name>/metrics.jsonl``.
+stopped at the end. The job's metrics and the last round's model are copied to
+``runs/<run-name>/metrics.jsonl`` and ``runs/<run-name>/model.pt``.
 """
 
 from __future__ import annotations
@@ -106,11 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(s3.env())  # to read the results from here
         run = RunDir(storage_uri, args.run_name)
         lines = storage.read_bytes(run.metrics)
-    local = REPO / "runs" / args.run_name / "metrics.jsonl"
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(lines)
+        # The embedded S3 stops with the demo: the final model goes to local disk beside the metrics,
+        # so predict and evaluate can use it afterwards.
+        model = storage.read_bytes(run.model(max(run.committed_rounds())))
+    local = REPO / "runs" / args.run_name
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "metrics.jsonl").write_bytes(lines)
+    (local / "model.pt").write_bytes(model)
     print_metrics(lines, args.run_name)
-    print(f"metrics: {local}")
+    print(f"metrics: {local / 'metrics.jsonl'}\nmodel:   {local / 'model.pt'}  (the last round's)")
     return 0
 
 

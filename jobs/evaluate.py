@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a labeled dataset: MPJPE and PA-MPJPE (mm), overall, per joint and per action.
 
-    python jobs/evaluate.py --checkpoint runs/demo/round-3/checkpoint/model.pt --data URI
+    python jobs/evaluate.py --checkpoint runs/demo-<time>/model.pt --data data/real-test  # after the demo
     python jobs/evaluate.py --checkpoint s3://dfa-ray/runs/demo/pretrain --data s3://dfa-ray/data/test
     python jobs/evaluate.py --checkpoint model.pt --data URI --mean-pose-from s3://dfa-ray/data/source
 

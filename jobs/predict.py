@@ -1,6 +1,7 @@
 """Run a checkpoint on image files or schema-v1 records; write the predictions and a picture per frame.
 
-    python jobs/predict.py --checkpoint runs/demo/round-3/checkpoint --images me.jpg you.png --out preds/
+    python jobs/predict.py --checkpoint models/source/model.pt --images me.jpg you.png --out preds/
+    python jobs/predict.py --checkpoint runs/demo-<time>/model.pt --data data/real-test --out preds/
     python jobs/predict.py --checkpoint s3://dfa-ray/runs/demo/pretrain --data URI --n 32 --out preds/
 
 **Inputs.** ``--images``: PNG/JPEG (anything OpenCV reads) files, local or ``s3://``, of any size.
