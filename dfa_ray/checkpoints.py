@@ -100,6 +100,17 @@ def _archive_problem(data: bytes) -> str | None:
     return None
 
 
+def describe_info(info: dict[str, Any]) -> str:
+    """A checkpoint's info in one short line: its scalar entries, and whether it carries a mean pose
+    (17 x 3 numbers that would drown the line)."""
+    if not info:
+        return "no info"
+    parts = [f"{key} {value}" for key, value in info.items() if key != "mean_pose"]
+    if info.get("mean_pose") is not None:
+        parts.append("with its source's mean pose")
+    return ", ".join(parts)
+
+
 def pose_info(mean_pose: np.ndarray | None) -> dict[str, Any]:
     """The ``info`` entry holding the source's mean root-relative pose ``(17, 3)`` in mm (nothing
     when there is none); ``info["mean_pose"]`` reads back as nested lists."""

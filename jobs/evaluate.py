@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     model, info = checkpoints.load(args.checkpoint)
     model.to(pick_device(args.device))
-    _note(f"loaded {checkpoints.checkpoint_file(args.checkpoint)} ({info or 'no info'})")
+    _note(f"loaded {checkpoints.checkpoint_file(args.checkpoint)} ({checkpoints.describe_info(info)})")
     start = time.perf_counter()
     frames = load_frames(args.data, model.config.input_size)
     labeled = int(frames.has_3d.sum())

@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         model.to("cuda" if torch.cuda.is_available() else "cpu")
     else:
         model.to(args.device)
-    _note(f"loaded {checkpoints.checkpoint_file(args.checkpoint)} ({info or 'no info'})")
+    _note(f"loaded {checkpoints.checkpoint_file(args.checkpoint)} ({checkpoints.describe_info(info)})")
     if args.images:
         frames = [image_frame(uri, args.root_depth_mm) for uri in args.images]
     else:

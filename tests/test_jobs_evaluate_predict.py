@@ -299,3 +299,11 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
     assert pretrain_job.main([*argv, "--resume"]) == 0
     assert "already committed" in capsys.readouterr().out
     assert len(calls) == 1
+
+
+def test_a_checkpoints_info_reads_as_one_short_line():
+    from dfa_ray.checkpoints import describe_info
+
+    line = describe_info({"stage": "round", "round": 3, "mean_pose": [[0.0, 0.0, 0.0]] * 17})
+    assert line == "stage round, round 3, with its source's mean pose"
+    assert describe_info({}) == "no info"
