@@ -115,6 +115,13 @@ def sample_equivariance(
     )
 
 
+def turn_hue(image: np.ndarray, degrees: float) -> np.ndarray:
+    """A uint8 RGB image with its hue turned by ``degrees``, to OpenCV's 8-bit hue steps of 2 degrees."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + round(degrees / 2)) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
 def apply_invariance(image: np.ndarray, p: InvarianceParams) -> np.ndarray:
     """Colour-transform one ``(S, S, 3)`` uint8 RGB image."""
     img = image.astype(np.float32)
@@ -122,10 +129,7 @@ def apply_invariance(image: np.ndarray, p: InvarianceParams) -> np.ndarray:
     img = (img - img.mean()) * p.contrast + img.mean()
     grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     img = (img - grey[..., None]) * p.saturation + grey[..., None]
-    hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
-    # OpenCV's 8-bit hue runs 0..179 (2 degrees per step).
-    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + round(p.hue_degrees / 2)) % 180).astype(np.uint8)
-    img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+    img = turn_hue(np.clip(img, 0, 255).astype(np.uint8), p.hue_degrees).astype(np.float32)
     if p.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), p.blur_sigma)
     if p.noise_std > 0:
@@ -190,10 +194,7 @@ def recolour(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty_like(images)
     for i, image in enumerate(images):
         if rng.random() < 0.8:
-            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-            # OpenCV's 8-bit hue runs 0..179 (2 degrees per step).
-            hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(rng.integers(180))) % 180).astype(np.uint8)
-            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+            image = turn_hue(image, 2.0 * int(rng.integers(180)))
         if rng.random() < 0.5:
             image = image[..., rng.permutation(3)]
         if rng.random() < 0.2:
