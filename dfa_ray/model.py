@@ -49,6 +49,9 @@ class ModelConfig:
     stem_stride: int = 2  # 2: one strided conv; 4: strided conv + max-pool, as in ResNet
     decoder_width: int = 64
     num_joints: int = NUM_JOINTS
+    # efficientnet_lite0 only: 16 (its own) or 8, its stride-16 stages dilated. A finer grid is what
+    # the 2D heatmaps are read from, at 64 px 8x8 cells instead of 4x4.
+    output_stride: int | None = None
 
     def __post_init__(self) -> None:
         # Sizes of 0 would only fail later, as a division by zero or an empty layer.
@@ -68,6 +71,12 @@ class ModelConfig:
             raise ValueError(f"model.block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
         if len(self.depths) != len(self.widths) or not self.depths:
             raise ValueError(f"model.depths {self.depths} and model.widths {self.widths} must match")
+        if self.output_stride is not None and (
+            self.backbone != "efficientnet_lite0" or self.output_stride not in (8, 16)
+        ):
+            raise ValueError(
+                f"model.output_stride {self.output_stride}: only efficientnet_lite0 has a choice, 8 or 16"
+            )
         if self.stem_stride not in (2, 4):
             raise ValueError(f"model.stem_stride must be 2 or 4, got {self.stem_stride}")
         if self.input_size % self.feature_stride:
@@ -86,7 +95,7 @@ class ModelConfig:
     def feature_stride(self) -> int:
         """Input pixels per encoder output cell."""
         if self.backbone == "efficientnet_lite0":
-            return 16
+            return self.output_stride or 16
         if self.backbone != "resnet":
             return 8  # torchvision ResNets, cut at stride 8
         return self.stem_stride * 2 ** (len(self.depths) - 1)
@@ -211,7 +220,11 @@ class PoseModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config) if config.backbone == "resnet" else backbones.build(config.backbone)
+        self.encoder = (
+            Encoder(config)
+            if config.backbone == "resnet"
+            else backbones.build(config.backbone, config.output_stride)
+        )
         self.decoder = MarginalDecoder(config, self.encoder.out_channels)
 
     def forward(self, images: torch.Tensor) -> Marginals:

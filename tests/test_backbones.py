@@ -90,7 +90,25 @@ def test_torchvision_layout_resnet_loads_a_state_dict_file_and_runs_at_stride_8(
     assert model(torch.rand(1, 3, 64, 64)).xy.shape == (1, 17, 16, 16)
 
 
+def test_efficientnet_at_stride_8_is_the_stride_16_encoder_computed_densely(imagenet_state):
+    """Dilating the stride-16 stages keeps every ImageNet weight's meaning: on the cells the strided
+    network samples (TF 'SAME' padding centres them on the odd fine cells) the features are equal."""
+    coarse, dense = backbones.EfficientNetLite0(), backbones.EfficientNetLite0(output_stride=8)
+    for encoder in (coarse, dense):
+        backbones.load_matching(encoder, imagenet_state, "test weights")
+    with torch.no_grad():
+        coarse_features, dense_features = coarse.eval()(_photos()), dense.eval()(_photos())
+    assert dense.stride == 8 and dense_features.shape[-1] == 2 * coarse_features.shape[-1]
+    torch.testing.assert_close(dense_features[..., 1::2, 1::2], coarse_features, atol=1e-4, rtol=1e-4)
+    model = create_model(ModelConfig(backbone="efficientnet_lite0", output_stride=8, heatmap_size=16))
+    assert model(torch.rand(2, 3, 64, 64)).xy.shape == (2, 17, 16, 16)
+
+
 def test_bad_pretrained_settings_are_errors_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="only efficientnet_lite0 has a choice"):
+        ModelConfig(backbone="resnet50", output_stride=8)
+    with pytest.raises(ValueError, match="only efficientnet_lite0 has a choice"):
+        ModelConfig(backbone="efficientnet_lite0", output_stride=4)
     with pytest.raises(ValueError, match="model.backbone must be one of"):
         ModelConfig(backbone="vgg16")
     with pytest.raises(ValueError, match="trains from scratch"):
