@@ -27,17 +27,21 @@ evaluation is shown beside the mean-pose baseline (``metrics.summarize``), the t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from dfa_ray import checkpoints, metrics
 from dfa_ray.config import Config
 from dfa_ray.dann import DANNNet, dann_fit
+from dfa_ray.data.records import read_records
 from dfa_ray.model import PoseModel, create_model, predict
 from dfa_ray.policy import Policy, Selection, select
 from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance
@@ -120,6 +124,24 @@ def example_index(test: Frames, count: int) -> np.ndarray:
 
 def _evaluate(model: PoseModel, data: TrialData, round_index: int, **extra: object) -> dict:
     return {"round": round_index, **evaluate(model, data.test, mean_pose=data.mean_pose), **extra}
+
+
+def example_frames(test_uri: str, frame_ids: list[str]) -> dict:
+    """The example test frames as ``results.json`` carries them: their crops (the stored PNG/JPEG
+    bytes, base64) and true joints (mm), so the report redraws from ``results.json`` alone."""
+    table = read_records(test_uri, columns=["frame_id", "image", "joints_3d"])
+    rows = {
+        row["frame_id"]: row
+        for row in table.filter(pc.is_in(table["frame_id"], value_set=pa.array(frame_ids))).to_pylist()
+    }
+    missing = sorted(set(frame_ids) - set(rows))
+    if missing:
+        raise ValueError(f"{test_uri} lacks the example frames {missing}")
+    return {
+        "frame_ids": frame_ids,
+        "images": [base64.b64encode(rows[f]["image"]).decode("ascii") for f in frame_ids],
+        "joints_3d": [rows[f]["joints_3d"] for f in frame_ids],
+    }
 
 
 def _examples(model: PoseModel, test: Frames, index: np.ndarray) -> dict:

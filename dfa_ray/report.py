@@ -1,7 +1,7 @@
 """The experiment report: figures (matplotlib) and one HTML page that embeds them.
 
-``write_report(results, test_frames, out)`` takes ``results.json`` of ``jobs/experiments.py`` and
-writes ``index.html`` with these PNGs beside it:
+``write_report(results, out)`` takes ``results.json`` of ``jobs/experiments.py`` (nothing else: the
+example test frames are inside it) and writes ``index.html`` with these PNGs beside it:
 
     rounds.png      MPJPE and PA-MPJPE after each round, mean ± std over seeds, per method, and the
                     mean training pose's (a dashed line)
@@ -13,6 +13,7 @@ writes ``index.html`` with these PNGs beside it:
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
@@ -24,8 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dfa_ray import storage  # noqa: E402
+from dfa_ray.data.images import decode_image  # noqa: E402
 from dfa_ray.experiments import TABLE1, TABLE_HEADER, row_name, table_cells  # noqa: E402
-from dfa_ray.skeleton import BONES, JOINT_NAMES  # noqa: E402
+from dfa_ray.skeleton import BONES, JOINT_NAMES, NUM_JOINTS  # noqa: E402
 
 # The paper's Table 1 (SURREAL -> Human3.6M, without MPII), MPJPE / PA-MPJPE in mm.
 PAPER_TABLE1 = {
@@ -275,10 +277,28 @@ FIGURES = {
 }
 
 
-def write_report(
-    results: Mapping, images: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], out: str
-) -> str:
+def example_frames(results: Mapping) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The crops and true joints (mm) of the example test frames that ``results.json`` carries."""
+    if "examples" not in results:
+        raise ValueError(
+            "results.json lacks the example test frames (written before they were saved in it): "
+            "rerun jobs/experiments.py with --resume to rewrite it from the finished trials"
+        )
+    examples = results["examples"]
+    images = {
+        frame_id: decode_image(base64.b64decode(data), frame_id)
+        for frame_id, data in zip(examples["frame_ids"], examples["images"])
+    }
+    truth = {
+        frame_id: np.asarray(joints, dtype=np.float32).reshape(NUM_JOINTS, 3)
+        for frame_id, joints in zip(examples["frame_ids"], examples["joints_3d"])
+    }
+    return images, truth
+
+
+def write_report(results: Mapping, out: str) -> str:
     """Write the figures and ``index.html`` under ``out``; returns the page's URI."""
+    images, truth = example_frames(results)
     policies = [row["trial"] for row in results["table2"]]
     groups = by_method(results["trials"], [row["trial"] for row in results["table1"]] + policies)
     figures = {

@@ -7,7 +7,8 @@
 Every (method, seed) trial is a Ray task with ``experiments.trial_cpus`` / ``trial_gpus``; the
 adapting methods of a seed start from that seed's "Only source" model (see ``dfa_ray.experiments``).
 Writes ``<storage>/<run>/``: ``config.yaml``, ``trials/<method>-seed<k>.json`` as each trial ends
-(and the pretrained models), ``results.json`` and ``tables.md``. ``--resume`` reuses finished trials.
+(and the pretrained models), ``results.json`` (with the example test frames the report draws) and
+``tables.md``. ``--resume`` reuses finished trials.
 Then ``python jobs/report.py <storage>/<run>`` draws the report.
 """
 
@@ -31,6 +32,8 @@ from dfa_ray.experiments import (
     TrialData,
     adapt_trial,
     adapting_methods,
+    example_frames,
+    example_index,
     markdown,
     pretrain_trial,
     table,
@@ -130,6 +133,10 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
         "wall_seconds": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "data": {"source": source, "target": target, "test": test},
+        # The skeleton figure's test frames, crops included: the report needs no data set.
+        "examples": example_frames(
+            test, [frames.test.frame_ids[i] for i in example_index(frames.test, config.experiments.examples)]
+        ),
         "trials": sorted(results, key=lambda r: (r["method"], r["seed"])),
     }
     storage.write_bytes(storage.join(run.root, "results.json"), json.dumps(summary, indent=1).encode())

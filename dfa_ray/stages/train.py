@@ -31,7 +31,7 @@ from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
 from dfa_ray.data.validation import InputError
-from dfa_ray.model import ModelConfig, PoseModel, create_model
+from dfa_ray.model import ModelConfig, PoseModel, create_model, training_layout
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
 from dfa_ray.training import (
@@ -175,7 +175,7 @@ def train_loop(loop: WorkerLoop) -> None:
     torch.manual_seed(loop.seed)
     model = checkpoints.load(loop.init_checkpoint)[0] if loop.init_checkpoint else create_model(loop.model)
     device = ray.train.torch.get_device()
-    net = ray.train.torch.prepare_model(DFANet(model, dfa=adapting and stage.dfa))
+    net = ray.train.torch.prepare_model(DFANet(training_layout(model), dfa=adapting and stage.dfa))
     model = net.module.model if hasattr(net, "module") else net.model
     optimizer = make_optimizer(model, stage)
     schedule = make_schedule(optimizer, stage, loop.steps_per_epoch)

@@ -1,0 +1,59 @@
+"""The experiments report redraws from ``results.json`` alone: no test data set, no trials."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dfa_ray.data.images import decode_image
+from dfa_ray.data.records import write_records
+from dfa_ray.experiments import example_frames
+from dfa_ray.report import FIGURES
+from dfa_ray.report import example_frames as report_examples
+from tests.helpers import load_job, make_rows
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench"
+
+
+def test_example_frames_carry_the_stored_crops_and_true_joints_through_json(tmp_path):
+    rows = make_rows(8)
+    write_records(rows, tmp_path / "test")
+    wanted = ["f0006", "f0000", "f0002"]  # the figure's order, not the data set's
+    results = json.loads(json.dumps({"examples": example_frames(str(tmp_path / "test"), wanted)}))
+    images, truth = report_examples(results)
+    assert list(images) == wanted
+    for frame_id in wanted:
+        row = rows[int(frame_id[1:])]
+        np.testing.assert_array_equal(images[frame_id], decode_image(row["image"]))
+        np.testing.assert_array_equal(truth[frame_id], row["joints_3d"])
+    with pytest.raises(ValueError, match=r"lacks the example frames \['nope'\]"):
+        example_frames(str(tmp_path / "test"), ["f0000", "nope"])
+
+
+def test_the_committed_report_redraws_where_its_data_does_not_exist(tmp_path, monkeypatch):
+    shutil.copytree(COMMITTED, tmp_path / "bench", ignore=shutil.ignore_patterns("report"))
+    committed_page = (COMMITTED / "report" / "index.html").read_text()
+    # results.json names its test set by a path relative to where the experiments ran: from here
+    # it names nothing, as on a clean clone, so reading it would fail the redraw.
+    monkeypatch.chdir(tmp_path)
+    results = json.loads(Path("bench/results.json").read_text())
+    assert not Path(results["data"]["test"]).exists()
+
+    assert load_job("report").main(["bench"]) == 0
+    report = tmp_path / "bench" / "report"
+    assert (report / "index.html").read_text() == committed_page
+    for name in FIGURES:
+        image = cv2.imread(str(report / name))
+        assert image is not None and min(image.shape[:2]) > 100, name
+
+
+def test_results_without_their_example_frames_are_refused_with_the_way_out(tmp_path, capsys):
+    results = json.loads((COMMITTED / "results.json").read_text())
+    del results["examples"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert load_job("report").main([str(tmp_path)]) == 2
+    assert "jobs/experiments.py with --resume" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
