@@ -15,8 +15,9 @@ weights are downloaded), and write the same label columns to Parquet:
   its device (``time_labeling``). On a CPU-only machine that device is the CPU, and its time is
   ``device_ms_per_frame``.
 
-The config's label section is used as it is, except that without a GPU its actors take no GPU and
-at most half the cores between them (the read and decode tasks need the rest). The JSON says what ran.
+The config's label section is used as it is, except that it gets no more actors than the
+machine's GPUs hold (CPU actors where there is none), sharing at most half the cores (the read and
+decode tasks need the rest). The JSON says what ran.
 
     python benchmarks/label_throughput.py --frames 8000 --json runs/label_throughput.json
     python benchmarks/label_throughput.py --frames 256 --config configs/paper.yaml --json runs/paper.json
@@ -79,13 +80,15 @@ def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) 
 
 
 def fit_to_machine(label: LabelConfig, cores: int) -> LabelConfig:
-    """The config's label stage, on this machine: without a GPU, CPU actors sharing half the cores."""
-    if torch.cuda.is_available():
-        return label
-    actors = min(label.actors, cores)
-    return dataclasses.replace(
-        label, actors=actors, num_gpus=0.0, num_cpus=min(label.num_cpus, cores / actors / 2)
-    )
+    """The config's label stage, on this machine: no more actors than its GPUs hold (none without a
+    GPU), sharing at most half the cores (the read and decode tasks need the rest)."""
+    gpus = torch.cuda.device_count()
+    num_gpus = label.num_gpus if gpus else 0.0
+    actors = min(label.actors, cores, int(gpus // num_gpus) if num_gpus else cores)
+    if actors < 1:
+        raise SystemExit(f"label.num_gpus={label.num_gpus} is more than this machine's {gpus} GPU(s)")
+    num_cpus = min(label.num_cpus, cores / actors / 2)
+    return dataclasses.replace(label, actors=actors, num_gpus=num_gpus, num_cpus=num_cpus)
 
 
 def main() -> None:
