@@ -4,10 +4,11 @@ Measured by this script on the machine it runs on:
 
 - **FLOPs** of the paper's model, counted by ``torch.utils.flop_counter``: a label frame (three views,
   forward) and an adaptation sample (a source and a target image, forward and backward).
-- **The label actor's CPU side per frame** at the paper's 256 px input: JPEG decode, the two
-  transformed views, the inverse transform and the confidences. ``PseudoLabeler`` runs with a
-  narrow model of the same input size, and its model calls are timed apart and subtracted. One
-  thread, as in one actor.
+- **The label actor's CPU side per frame** at the paper's 256 px input: sampling the views, the copy
+  to the device, the inverse transform and the confidences. Decoding runs in CPU tasks ahead of the
+  actor, and the views and the model run on the device (``time_labeling``: timed apart and
+  subtracted). ``PseudoLabeler`` runs with a narrow model of the same input size. One thread, as
+  in one actor.
 - **JPEG decode per training image** (``decode_resized``, one thread), the CPU work of a train step.
 - **Bytes per frame** of 256 px JPEG crops (the converters' format, quality 95) of synthetic-real renders.
 - **The label actor's frames/s with the paper's model on this machine's device.** On a GPU machine
@@ -44,23 +45,7 @@ from dfa_ray.data import synthetic
 from dfa_ray.data.images import decode_image, decode_resized, encode_image
 from dfa_ray.drills import repo_root
 from dfa_ray.model import PoseModel, num_parameters
-from dfa_ray.stages.label import PseudoLabeler
-
-
-class TimedLabeler(PseudoLabeler):
-    """``PseudoLabeler`` that adds up the seconds its model calls take (the rest is its CPU side)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.model_seconds = 0.0
-
-    def _predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = super()._predict(images)  # returns numpy, so the device has finished
-        self.model_seconds += time.perf_counter() - start
-        return result
+from dfa_ray.stages.label import time_labeling
 
 
 def flops(model: PoseModel, size: int, backward: bool) -> int:
@@ -80,29 +65,15 @@ def jpeg_frames(n: int, size: int) -> list[bytes]:
     return [encode_image(decode_image(f["image"]), "jpeg") for f in frames]
 
 
-def batch(images: list[bytes]) -> dict[str, np.ndarray]:
-    """A label-stage batch of ``images``."""
-    return {"frame_id": np.array([f"f{i}" for i in range(len(images))], dtype=object),
-            "image": np.array(images, dtype=object)}  # fmt: skip
-
-
 def label_seconds(model: PoseModel, images: list[bytes], config: Config, repeats: int) -> tuple[float, float]:
-    """Median seconds per frame of ``PseudoLabeler`` with ``model``: in all, and outside model calls."""
+    """Median seconds per frame of ``PseudoLabeler`` with ``model`` on decoded ``images`` (decoding
+    runs in tasks ahead of the actors): in all, and on the host outside the views and the model."""
+    decoded = np.stack([decode_resized(data, config.model.input_size) for data in images])
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "model.pt")
         checkpoints.save(model, path, stage="benchmark")
         label = dataclasses.replace(config.label, num_gpus=1.0 if torch.cuda.is_available() else 0.0)
-        labeler = TimedLabeler(path, 1, label, config.adapt.sigma)
-        labeler(batch(images[:2]))  # warm-up: allocator, cuDNN algorithm choice
-        totals, cpu_sides = [], []
-        for _ in range(repeats):
-            labeler.model_seconds = 0.0
-            start = time.perf_counter()
-            labeler(batch(images))
-            total = time.perf_counter() - start
-            totals.append(total / len(images))
-            cpu_sides.append((total - labeler.model_seconds) / len(images))
-    return statistics.median(totals), statistics.median(cpu_sides)
+        return time_labeling(path, decoded, label, config.adapt.sigma, repeats)
 
 
 def decode_seconds(images: list[bytes], size: int) -> float:

@@ -1,112 +1,159 @@
-"""Pseudo-labeling throughput: the Ray Data stage against a plain single-process torch loop.
+"""Pseudo-labeling throughput: the Ray Data stage against a plain single-process loop, and the label
+actor's host time per frame, in one run.
 
 Both label the same synthetic-real frames (stored as records in a local directory) with the same
-three-view ensemble and the same model, and write the same label columns to Parquet:
+three-view ensemble and the same model (the config's ``model`` section, randomly initialised: no
+weights are downloaded), and write the same label columns to Parquet:
 
 - **plain**: one process, torch using every core (``torch.set_num_threads(cores)``), reading the
-  records with pyarrow and calling ``PseudoLabeler`` on batches;
-- **ray**: ``dfa_ray.stages.label.label_frames`` on a fresh local Ray with ``--actors`` actors.
+  records with pyarrow, then ``decode_frames`` and ``PseudoLabeler`` on each batch;
+- **ray**: ``dfa_ray.stages.label.label_frames`` (decode tasks, then the actor pool) on a fresh local
+  Ray with ``--cores`` CPUs, timed from the stage call to the last file written (Ray start-up
+  excluded, actor start-up included).
+- **host_ms_per_frame**: one label actor's host time per frame at the config's input size, one
+  thread (as Ray gives an actor): everything in its call but the views and the model, which run on
+  its device (``time_labeling``). On a CPU-only machine that device is the CPU, and its time is
+  ``device_ms_per_frame``.
 
-Ray's time is measured from the stage call to the last file written (Ray start-up excluded, actor
-start-up included), at each ``--frames`` scale, so the fixed cost shows against the scale.
+The config's label section is used as it is, except that it gets no more actors than the
+machine's GPUs hold (CPU actors where there is none), sharing at most half the cores (the read and
+decode tasks need the rest). The JSON says what ran.
 
-    python benchmarks/label_throughput.py --frames 2000 8000 --actors 2
+    python benchmarks/label_throughput.py --frames 8000 --json runs/label_throughput.json
+    python benchmarks/label_throughput.py --frames 256 --config configs/paper.yaml --json runs/paper.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import tempfile
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 import torch
 
 from dfa_ray import checkpoints
-from dfa_ray.config import LabelConfig
+from dfa_ray.config import Config, LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import read_records, write_records
-from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, label_frames
+from dfa_ray.model import PoseModel
+from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, decode_frames, label_frames, time_labeling
 
 
-def plain_loop(data: str, checkpoint: str, out: str, config: LabelConfig, cores: int) -> float:
+def plain_loop(data: str, checkpoint: str, out: str, config: Config, cores: int) -> float:
     """Seconds for the single-process loop, reading to writing."""
     torch.set_num_threads(cores)
     start = time.perf_counter()
-    labeler = PseudoLabeler(checkpoint, 1, config, sigma=1.0)
+    labeler = PseudoLabeler(checkpoint, 1, config.label, config.adapt.sigma)
     table = read_records(data, columns=["frame_id", "image"], validate=False)
     parts = []
-    for offset in range(0, table.num_rows, config.batch_size):
-        batch = table.slice(offset, config.batch_size)
+    for offset in range(0, table.num_rows, config.label.batch_size):
+        batch = table.slice(offset, config.label.batch_size)
         columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in ("frame_id", "image")}
-        out_batch = labeler(columns)
-        parts.append(
-            pa.table(
-                {
-                    "frame_id": out_batch["frame_id"].tolist(),
-                    "joints": list(out_batch["joints"]),
-                    "joint_confidence": list(out_batch["joint_confidence"]),
-                    "confidence": out_batch["confidence"],
-                    "error": out_batch["error"].tolist(),
-                },
-                schema=LABEL_SCHEMA,
-            )
-        )
+        labels = labeler(decode_frames(columns, config.model.input_size))
+        columns = {
+            name: list(values) if values.ndim > 1 else values.tolist() for name, values in labels.items()
+        }
+        parts.append(pa.table(columns, schema=LABEL_SCHEMA))
     pq.write_table(pa.concat_tables(parts), os.path.join(out, "labels.parquet"))
     return time.perf_counter() - start
 
 
-def ray_stage(data: str, checkpoint: str, out: str, config: LabelConfig, cores: int) -> float:
+def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> float:
     """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted)."""
-    import ray
-
     ray.init(address="local", num_cpus=cores, object_store_memory=512 * 2**20, include_dashboard=False,
              logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         start = time.perf_counter()
-        label_frames(data, checkpoint, out, 1, config, sigma=1.0)
+        label_frames(data, checkpoint, out, 1, config.label, config.adapt.sigma, config.model.input_size)
         return time.perf_counter() - start
     finally:
         ray.shutdown()
 
 
+def fit_to_machine(label: LabelConfig, cores: int) -> LabelConfig:
+    """The config's label stage, on this machine: no more actors than its GPUs hold (none without a
+    GPU), sharing at most half the cores (the read and decode tasks need the rest)."""
+    gpus = torch.cuda.device_count()
+    num_gpus = label.num_gpus if gpus else 0.0
+    actors = min(label.actors, cores, int(gpus // num_gpus) if num_gpus else cores)
+    if actors < 1:
+        raise SystemExit(f"label.num_gpus={label.num_gpus} is more than this machine's {gpus} GPU(s)")
+    num_cpus = min(label.num_cpus, cores / actors / 2)
+    return dataclasses.replace(label, actors=actors, num_gpus=num_gpus, num_cpus=num_cpus)
+
+
 def main() -> None:
-    """Time both ways at each scale and print frames/s and the ratio."""
+    """Measure, print and write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[2000, 8000])
-    parser.add_argument("--actors", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8000)
+    parser.add_argument(
+        "--config", help="a run config (default: the built-in defaults, as configs/demo.yaml's model)"
+    )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--host-frames", type=int, default=64, help="frames per timed actor call (host time)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed actor calls; the median is reported")
+    parser.add_argument("--json", required=True, help="where to write the report")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, using {args.cores}"
-    )
-    config = LabelConfig(
-        actors=args.actors, batch_size=args.batch_size, num_cpus=args.cores / args.actors / 2
-    )
+    config = load_config(args.config)
+    config = dataclasses.replace(config, label=fit_to_machine(config.label, args.cores))
+    size = config.model.input_size
+    crop = max(config.data.synthetic_crop_size, size)
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs (using {args.cores}), torch {torch.__version__}, "
+          f"input {size} px from {crop} px records, {config.label}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="label-bench-") as folder:
         checkpoint = os.path.join(folder, "model.pt")
         torch.manual_seed(0)
-        checkpoints.save(PoseModel(ModelConfig()), checkpoint)
-        for n in args.frames:
-            data = os.path.join(folder, f"frames-{n}")
-            write_records(synthetic.generate("synthetic-real", "train", n, workers=args.cores), data)
-            plain_out, ray_out = os.path.join(folder, f"plain-{n}"), os.path.join(folder, f"ray-{n}")
-            os.makedirs(plain_out)
-            plain = plain_loop(data, checkpoint, plain_out, config, args.cores)
-            ray_seconds = ray_stage(data, checkpoint, ray_out, config, args.cores)
-            print(
-                f"{n} frames: plain loop {n / plain:.0f} frames/s ({plain:.1f} s), "
-                f"Ray Data {args.actors} actors {n / ray_seconds:.0f} frames/s ({ray_seconds:.1f} s); "
-                f"ratio Ray/plain {plain / ray_seconds:.2f}",
-                flush=True,
-            )
+        checkpoints.save(PoseModel(config.model), checkpoint)
+        data = os.path.join(folder, "frames")
+        rows = list(
+            synthetic.generate("synthetic-real", "train", args.frames, crop_size=crop, workers=args.cores)
+        )
+        write_records(rows, data)
+        plain_out = os.path.join(folder, "plain")
+        os.makedirs(plain_out)
+        plain = plain_loop(data, checkpoint, plain_out, config, args.cores)
+        ray_seconds = ray_stage(data, checkpoint, os.path.join(folder, "ray"), config, args.cores)
+        torch.set_num_threads(1)  # one actor's share
+        host_rows = [{"frame_id": r["frame_id"], "image": r["image"]} for r in rows[: args.host_frames]]
+        columns = {
+            name: np.array([r[name] for r in host_rows], dtype=object) for name in ("frame_id", "image")
+        }
+        decoded = decode_frames(columns, size)["image"]
+        total, host = time_labeling(checkpoint, decoded, config.label, config.adapt.sigma, args.repeats)
+    report = {
+        "frames": args.frames,
+        "plain_fps": round(args.frames / plain, 1),
+        "ray_fps": round(args.frames / ray_seconds, 1),
+        "ray_over_plain": round(plain / ray_seconds, 3),
+        "host_ms_per_frame": round(host * 1e3, 3),
+        "device_ms_per_frame": round((total - host) * 1e3, 3),
+        "plain_s": round(plain, 2),
+        "ray_s": round(ray_seconds, 2),
+        "config": args.config or "defaults",
+        "input_size": size,
+        "record_crop_size": crop,
+        "label": dataclasses.asdict(config.label),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cores": args.cores,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(json.dumps({key: report[key] for key in list(report)[:6]}), flush=True)
 
 
 if __name__ == "__main__":

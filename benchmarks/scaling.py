@@ -82,7 +82,8 @@ def label_scaling(
     for actors in counts:
         labels = s3.uri(f"scaling/labels-{actors}")
         start = time.perf_counter()
-        label_frames(target, run.model(0), labels, 1, dataclasses.replace(config.label, actors=actors), 1.0)
+        label = dataclasses.replace(config.label, actors=actors)
+        label_frames(target, run.model(0), labels, 1, label, 1.0, config.model.input_size)
         seconds = time.perf_counter() - start
         ids = read_labels(labels, ["frame_id"]).column("frame_id").to_pylist()
         assert len(ids) == len(set(ids)) == num_target, "every frame exactly once"

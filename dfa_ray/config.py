@@ -7,7 +7,8 @@ range (``dfa_ray.bounds``: counts >= 1, finite positive learning rates...) is an
 key and the value, every problem on one line. ``to_yaml`` writes the resolved config, which every run
 stores next to its results.
 GPU use is configuration, never code: ``workers.use_gpu``, ``label.num_gpus``, ``*.amp``,
-``experiments.trial_gpus``.
+``label.inference`` (AMP, channels-last, pinned memory, non-blocking copies, compile; ignored on a
+CPU), ``experiments.trial_gpus``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import yaml
 
 from dfa_ray import bounds
 from dfa_ray.dann import DANNConfig
+from dfa_ray.inference import InferenceConfig
 from dfa_ray.model import ModelConfig
 from dfa_ray.policy import Policy
 from dfa_ray.training import TrainConfig
@@ -88,6 +90,10 @@ class LabelConfig:
     # read tasks feeding them never run (a measured deadlock).
     num_cpus: float = 0.5
     num_gpus: float = 0.0
+    # CPUs of each task that decodes and resizes images ahead of the actors, so a node's CPUs decode
+    # while its GPUs label (the actors receive uint8 crops at the model's input size).
+    decode_cpus: float = 0.25
+    inference: InferenceConfig = InferenceConfig()  # GPU switches of the actors' forward pass
     rows_per_block: int = 256  # small files would otherwise arrive as one block for one actor
     seed: int = 0  # view sampling is a function of (seed, round, frame_id): reruns give equal labels
     invariance: InvarianceRange = InvarianceRange()
@@ -101,6 +107,7 @@ class LabelConfig:
     def __post_init__(self) -> None:
         bounds.at_least(self, 1, "actors", "batch_size", "rows_per_block")
         bounds.non_negative(self, "num_cpus", "num_gpus")
+        bounds.positive(self, "decode_cpus")  # at 0, Ray would start decode tasks without bound
         if not 0.0 <= self.max_error_fraction <= 1.0:  # NaN fails this too
             raise bounds.FieldError("max_error_fraction", f"must be in [0, 1], got {self.max_error_fraction}")
 

@@ -42,9 +42,9 @@ from dfa_ray import checkpoints, metrics
 from dfa_ray.config import Config
 from dfa_ray.dann import DANNNet, dann_fit
 from dfa_ray.data.records import read_records
-from dfa_ray.model import PoseModel, create_model, predict
+from dfa_ray.model import PoseModel, create_model, images_to_tensor, predict
 from dfa_ray.policy import Policy, Selection, select
-from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance
+from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance, tensor_views
 from dfa_ray.rounds import evaluation, run_rounds
 from dfa_ray.stages.label import frame_views
 from dfa_ray.training import (
@@ -156,11 +156,14 @@ def label_target(
     label = dataclasses.replace(config.label, seed=seed)
     floor = target_variance(model.config.heatmap_size, config.adapt.sigma)
     views = frame_views(target.frame_ids, label.seed, round_index, label)
+    device = next(model.parameters()).device
     parts = []
     for i in range(0, len(target), label.batch_size):
         chunk = slice(i, i + label.batch_size)
         batch_views = Views(views.invariance[chunk], views.equivariance[chunk])
-        parts.append(pseudo_label(lambda x: predict(model, x), target.images[chunk], batch_views, floor))
+        images = images_to_tensor(target.images[chunk], device)
+        # The views on the model's device, as the Ray stage's actors build them: the same labels.
+        parts.append(pseudo_label(lambda x: predict(model, x), images, batch_views, floor, tensor_views))
     fields = dataclasses.fields(PseudoLabels)
     return PseudoLabels(**{f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields})
 

@@ -248,12 +248,23 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(B, S, S, 3)`` uint8 RGB images to a float ``(B, 3, S, S)`` tensor in ``[0, 1]``."""
+def images_to_tensor(
+    images: np.ndarray,
+    device: torch.device | str = "cpu",
+    pin_memory: bool = False,
+    non_blocking: bool = False,
+) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 RGB images to a float ``(B, 3, S, S)`` tensor in ``[0, 1]``.
+
+    The uint8 images cross to the device, a quarter of the floats' bytes; ``pin_memory`` and
+    ``non_blocking`` are for a GPU (``inference.InferenceConfig``)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 of shape (B, S, S, 3), got {images.dtype} {images.shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if pin_memory:
+        tensor = tensor.pin_memory()
+    tensor = tensor.to(device, non_blocking=non_blocking)
     return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -270,13 +281,15 @@ def training_layout(model: PoseModel) -> PoseModel:
 
 
 @torch.no_grad()
-def predict(model: PoseModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised joints and per-axis variances ``(B, J, 3)`` for uint8 images, in eval mode."""
+def predict(model: PoseModel, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised joints and per-axis variances ``(B, J, 3)``, in eval mode, for uint8 images
+    ``(B, S, S, 3)`` or for the model's input already on its device (``images_to_tensor``)."""
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        coords, variance = soft_argmax(model(images_to_tensor(images, device)))
+        if not isinstance(images, torch.Tensor):
+            images = images_to_tensor(images, next(model.parameters()).device)
+        coords, variance = soft_argmax(model(images))
     finally:
         model.train(was_training)
     return coords.cpu().numpy(), variance.cpu().numpy()

@@ -2,7 +2,9 @@
 
 For each frame the model predicts on the original image, an invariance (colour) view and an
 equivariance (rigid) view; the third prediction is mapped back with the exact inverse transform,
-and the three are averaged.
+and the three are averaged. The views are built either on the host (``host_views``, numpy and
+OpenCV, one image at a time) or in batches on the model's device (``tensor_views``), from the same
+sampled parameters; label actors use the device, so a GPU's host does little but copy.
 
 **Representation.** A pseudo-label is the averaged soft-argmax coordinates ``(J, 3)`` in normalised
 space plus confidences — 17 x 3 floats per frame instead of three 17 x H x H heatmaps. Averaging
@@ -28,9 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
+from dfa_ray import device_views
 from dfa_ray.transforms import (
     EquivarianceParams,
     EquivarianceRange,
@@ -45,8 +50,8 @@ from dfa_ray.transforms import (
     sample_invariance,
 )
 
-# images (B, S, S, 3) uint8 -> (normalised joints (B, J, 3), per-axis variances (B, J, 3))
-Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# the views' images -> (normalised joints (V*B, J, 3), per-axis variances (V*B, J, 3)), as numpy
+Predictor = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 
 VIEWS = ("original", "invariance", "equivariance")
 
@@ -106,21 +111,45 @@ def combine(coords: np.ndarray, spread: np.ndarray, floor_variance: float) -> Ps
     )
 
 
-def pseudo_label(predict: Predictor, images: np.ndarray, views: Views, floor_variance: float) -> PseudoLabels:
-    """Algorithm 1 on a batch of uint8 images ``(B, S, S, 3)``: three views, mapped back, averaged.
+def host_views(images: np.ndarray, views: Views) -> np.ndarray:
+    """The three views of uint8 images ``(B, S, S, 3)`` as one ``(3B, S, S, 3)`` batch, built on the
+    host with numpy and OpenCV (``transforms``): the reference for ``device_views``."""
+    inv = [apply_invariance(img, p) for img, p in zip(images, views.invariance)]
+    eqv = [apply_equivariance(img, p) for img, p in zip(images, views.equivariance)]
+    return np.concatenate([images, np.stack(inv), np.stack(eqv)])
 
-    The three views go through ``predict`` as one batch of ``3B`` images.
+
+def tensor_views(images: torch.Tensor, views: Views) -> torch.Tensor:
+    """The three views of a ``(B, 3, S, S)`` image tensor as one ``(3B, 3, S, S)`` batch, built where the
+    tensor is (the model's device, see ``device_views``)."""
+    return torch.cat(
+        [
+            images,
+            device_views.invariance(images, views.invariance),
+            device_views.equivariance(images, views.equivariance),
+        ]
+    )
+
+
+def pseudo_label(
+    predict: Predictor,
+    images: Any,
+    views: Views,
+    floor_variance: float,
+    make_views: Callable[[Any, Views], Any] = host_views,
+) -> PseudoLabels:
+    """Algorithm 1 on a batch of ``B`` images: three views, mapped back, averaged.
+
+    ``make_views`` builds the views as one batch of ``3B`` images for ``predict``: ``host_views`` for
+    uint8 arrays ``(B, S, S, 3)``, ``tensor_views`` for image tensors on the model's device.
     """
-    images = np.asarray(images)
     n = len(images)
     if len(views.invariance) != n or len(views.equivariance) != n:
         raise ValueError(
             f"{n} images but {len(views.invariance)} invariance and {len(views.equivariance)} "
             "equivariance transforms"
         )
-    inv = [apply_invariance(img, p) for img, p in zip(images, views.invariance)]
-    eqv = [apply_equivariance(img, p) for img, p in zip(images, views.equivariance)]
-    coords, variance = predict(np.concatenate([images, np.stack(inv), np.stack(eqv)]))
+    coords, variance = predict(make_views(images, views))
     coords = np.asarray(coords, dtype=np.float64).reshape(3, n, *coords.shape[1:])
     spread = mean_variance(np.asarray(variance, dtype=np.float64)).reshape(3, n, -1)
     for i, p in enumerate(views.equivariance):

@@ -252,8 +252,9 @@ class RayRounds:
         self.run.clear(k)
         config = self.config
         label.label_frames(
-            self.inputs.target, self.run.model(k - 1), self.run.labels(k), k, config.label, config.adapt.sigma
-        )
+            self.inputs.target, self.run.model(k - 1), self.run.labels(k), k, config.label,
+            config.adapt.sigma, config.model.input_size,  # the checkpoint's size (check_init_checkpoint)
+        )  # fmt: skip
         return self.run.labels(k)
 
     def select(self, k: int, labels: str, fraction: float) -> tuple[str, dict]:

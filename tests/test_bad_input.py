@@ -38,7 +38,14 @@ from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
 from dfa_ray.stages import label as label_stage
-from dfa_ray.stages.label import LABEL_SCHEMA, MAX_LISTED_FAILURES, PseudoLabeler, read_labels, select_labels
+from dfa_ray.stages.label import (
+    LABEL_SCHEMA,
+    MAX_LISTED_FAILURES,
+    PseudoLabeler,
+    decode_frames,
+    read_labels,
+    select_labels,
+)
 from dfa_ray.storage import StorageError
 from tests.helpers import TINY, load_job, make_rows, tiny_checkpoint, write_raw
 
@@ -47,8 +54,10 @@ self_train_job = load_job("self_train")
 
 @pytest.fixture(scope="module")
 def labeler(tmp_path_factory):
+    """The label stage's two steps as Ray Data chains them: a decode task, then the labeling actor."""
     path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
-    return PseudoLabeler(path, round_index=1, config=LabelConfig(), sigma=1.0)
+    actor = PseudoLabeler(path, round_index=1, config=LabelConfig(), sigma=1.0)
+    return lambda batch: actor(decode_frames(batch, TINY.input_size))
 
 
 @pytest.fixture

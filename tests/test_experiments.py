@@ -20,7 +20,7 @@ from dfa_ray.experiments import (
     trial_method,
 )
 from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.stages.label import PseudoLabeler
+from dfa_ray.stages.label import PseudoLabeler, decode_frames
 from dfa_ray.training import Frames, PseudoLabeled, TrainConfig, adapt_fit
 from dfa_ray.transforms import InvarianceRange
 from tests.browser import image_sizes
@@ -84,7 +84,9 @@ def test_in_process_labels_equal_the_ray_stage_labels(tmp_path):
         "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
         "image": np.array([r["image"] for r in rows], dtype=object),
     }
-    ray_stage = PseudoLabeler(path, 2, config.label, config.adapt.sigma)(batch)
+    ray_stage = PseudoLabeler(path, 2, config.label, config.adapt.sigma)(
+        decode_frames(batch, TINY.input_size)
+    )
     np.testing.assert_allclose(ours.joints.reshape(10, -1), ray_stage["joints"], atol=1e-5)
     np.testing.assert_allclose(ours.confidence, ray_stage["confidence"], atol=1e-5)
 

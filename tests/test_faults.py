@@ -123,7 +123,9 @@ def test_a_label_write_waits_out_an_s3_outage(cluster, inputs, store):
     labels = store.uri(f"outage-{secrets.token_hex(4)}", "labels")
     store.stop()
     thread, out = in_background(
-        lambda: label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0)
+        lambda: label_frames(
+            inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0, SMOKE.model.input_size
+        )
     )
     time.sleep(6.0)
     assert thread.is_alive(), "the stage ended while the store was down"
@@ -143,7 +145,7 @@ def test_a_store_that_stays_down_fails_the_stage_in_bounded_time_naming_the_uri(
     try:
         start = time.perf_counter()
         with pytest.raises(storage.StorageError) as failure:
-            label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0)
+            label_frames(inputs["small"], inputs["model.pt"], labels, 1, LABEL, 1.0, SMOKE.model.input_size)
         seconds = time.perf_counter() - start
     finally:
         store.start()

@@ -113,7 +113,9 @@ def _live_processes(pgid: int | None = None, pid: int | None = None) -> list[int
 def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluster, inputs):
     groups = [node.process.pid for node in cluster.workers] + [cluster._process.pid]
     thread, out = in_background(
-        lambda: label_frames(inputs["target"], inputs["model"], inputs["labels"], 1, LABEL, 1.0)
+        lambda: label_frames(
+            inputs["target"], inputs["model"], inputs["labels"], 1, LABEL, 1.0, ModelConfig().input_size
+        )
     )
     actors = wait_for(
         lambda: (lambda found: found if len(found) == 2 else None)(

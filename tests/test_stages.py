@@ -17,7 +17,14 @@ from dfa_ray.data import synthetic
 from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
 from dfa_ray.stages import train
-from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, frame_views, read_labels, select_labels
+from dfa_ray.stages.label import (
+    LABEL_SCHEMA,
+    PseudoLabeler,
+    decode_frames,
+    frame_views,
+    read_labels,
+    select_labels,
+)
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
 from dfa_ray.training import TrainConfig
 from dfa_ray.transforms import EquivarianceRange, InvarianceRange
@@ -38,7 +45,11 @@ def _batch(n: int = 6) -> dict[str, np.ndarray]:
 
 
 def test_labeler_is_deterministic_per_frame_and_reports_bad_images(checkpoint):
-    labeler = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+    actor = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+
+    def labeler(batch):  # the stage's decode task, then its actor
+        return actor(decode_frames(batch, TINY.input_size))
+
     batch = _batch()
     batch["image"][2] = batch["image"][2][:-30]  # truncated PNG
     out = labeler(batch)
@@ -59,6 +70,12 @@ def test_labeler_is_deterministic_per_frame_and_reports_bad_images(checkpoint):
     views_b = frame_views(["b"], 0, 1, LabelConfig())
     assert views_a.equivariance[1] == views_b.equivariance[0]
     assert frame_views(["b"], 0, 2, LabelConfig()).equivariance[0] != views_b.equivariance[0]
+
+
+def test_labeler_refuses_crops_of_another_size_than_its_model_takes(checkpoint):
+    actor = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+    with pytest.raises(ValueError, match=f"takes {TINY.input_size} px crops; decoded images are"):
+        actor(decode_frames(_batch(2), TINY.input_size * 2))
 
 
 def _write_labels(folder, confidences, errors=None) -> None:

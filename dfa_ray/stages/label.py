@@ -1,8 +1,9 @@
 """Round k's pseudo-labels with Ray Data, then the policy's global selection.
 
-``label_frames`` streams the target's ``frame_id`` and ``image`` columns through a pool of
-``PseudoLabeler`` actors (one model load per actor) that run Algorithm 1 (``pseudo_label``) and
-writes one row per frame to ``labels_uri``:
+``label_frames`` streams the target's ``frame_id`` and ``image`` columns through CPU tasks that
+decode them (``decode_frames``) into a pool of ``PseudoLabeler`` actors (one model load per actor)
+that run Algorithm 1 (``pseudo_label``, its views built on the model's device) and writes one row
+per frame to ``labels_uri``:
 
     frame_id          string
     joints            list<float32> (51)  17 x 3 normalised coordinates (see ``heatmaps``)
@@ -20,8 +21,10 @@ ties by frame_id) and writes the kept ones.
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +36,9 @@ from dfa_ray import checkpoints, storage
 from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import ImageError, decode_resized
 from dfa_ray.data.validation import InputError
-from dfa_ray.model import predict
+from dfa_ray.inference import DeviceModel
 from dfa_ray.policy import select
-from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance
+from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance, tensor_views
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
 
@@ -66,40 +69,58 @@ def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, config: L
     return Views(invariance, equivariance)
 
 
+def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Ray Data batch function, run in CPU tasks ahead of the labeling actors: encoded ``image``
+    bytes in, ``(B, size, size, 3)`` uint8 crops and an ``error`` column out (same rows, same order)."""
+    frame_ids = [str(f) for f in batch["frame_id"]]
+    images = np.zeros((len(frame_ids), size, size, 3), np.uint8)
+    errors: list[str | None] = [None] * len(frame_ids)
+    for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
+        try:
+            images[i] = decode_resized(data, size)
+        except Exception as exc:
+            # Raising here would fail the whole Ray Dataset for one frame. The frame's row carries
+            # the reason instead, and select_labels bounds how many frames may fail.
+            errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
+    return {
+        "frame_id": np.array(frame_ids, dtype=object),
+        "image": images,
+        "error": np.array(errors, dtype=object),
+    }
+
+
 class PseudoLabeler:
-    """Ray Data callable class: loads the round's checkpoint once, labels batches of target frames."""
+    """Ray Data callable class: loads the round's checkpoint once, labels batches of decoded frames,
+    building the views on the model's device (``pseudo_label.tensor_views``)."""
 
     def __init__(self, checkpoint_uri: str, round_index: int, config: LabelConfig, sigma: float) -> None:
-        self.model, _ = checkpoints.load(checkpoint_uri)
-        if config.num_gpus > 0 and torch.cuda.is_available():
-            self.model.cuda()
-        self.model.eval()
+        model, _ = checkpoints.load(checkpoint_uri)
+        self.model = DeviceModel(model, config.inference, use_gpu=config.num_gpus > 0)
+        self.input_size = model.config.input_size
         self.round_index = round_index
         self.config = config
-        self.floor = target_variance(self.model.config.heatmap_size, sigma)
+        self.floor = target_variance(model.config.heatmap_size, sigma)
 
-    def _predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return predict(self.model, images)
+    def _views(self, images: torch.Tensor, views: Views) -> torch.Tensor:
+        return tensor_views(images, views)
+
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.predict(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``frame_id``/``image`` columns in, LABEL_SCHEMA columns out (same rows, same order)."""
+        """``decode_frames`` columns in, LABEL_SCHEMA columns out (same rows, same order)."""
         frame_ids = [str(f) for f in batch["frame_id"]]
-        n, size = len(frame_ids), self.model.config.input_size
-        images = np.zeros((n, size, size, 3), np.uint8)
-        errors: list[str | None] = [None] * n
-        for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
-            try:
-                images[i] = decode_resized(data, size)
-            except Exception as exc:
-                # Raising here would fail the whole Ray Dataset for one frame. The frame's row carries
-                # the reason instead, and select_labels bounds how many frames may fail.
-                errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
+        images, errors = np.asarray(batch["image"]), list(batch["error"])
+        n, size = len(frame_ids), self.input_size
+        if images.shape != (n, size, size, 3):
+            raise ValueError(f"the labeler's model takes {size} px crops; decoded images are {images.shape}")
         good = np.flatnonzero([e is None for e in errors])
         joints = np.full((n, NUM_JOINTS * 3), np.nan, np.float32)
         joint_confidence = np.zeros((n, NUM_JOINTS), np.float32)
         if good.size:
             views = frame_views([frame_ids[i] for i in good], self.config.seed, self.round_index, self.config)
-            labels = pseudo_label(self._predict, images[good], views, self.floor)
+            on_device = self.model.to_device(images[good])
+            labels = pseudo_label(self._predict, on_device, views, self.floor, make_views=self._views)
             joints[good] = labels.joints.reshape(len(good), -1)
             joint_confidence[good] = labels.joint_confidence
         return {
@@ -111,6 +132,50 @@ class PseudoLabeler:
         }
 
 
+class TimedLabeler(PseudoLabeler):
+    """``PseudoLabeler`` that adds up the seconds of its device work, the views and the model
+    (``benchmarks/``): the rest of a call is the host work a GPU actor does serially with its GPU."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_seconds = 0.0
+
+    def _timed(self, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = work()
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: wait for them inside the span
+        self.device_seconds += time.perf_counter() - start
+        return result
+
+    def _views(self, images: torch.Tensor, views: Views) -> torch.Tensor:
+        return self._timed(lambda: super(TimedLabeler, self)._views(images, views))
+
+    def _predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return self._timed(lambda: super(TimedLabeler, self)._predict(images))
+
+
+def time_labeling(
+    checkpoint_uri: str, images: np.ndarray, config: LabelConfig, sigma: float, repeats: int
+) -> tuple[float, float]:
+    """Median seconds per frame of a label actor on decoded uint8 ``images`` ``(N, S, S, 3)`` in one
+    batch: in all, and on the host (outside the views and the model, ``TimedLabeler``)."""
+    labeler = TimedLabeler(checkpoint_uri, 1, config, sigma)
+    n = len(images)
+    batch = {"frame_id": np.array([f"f{i}" for i in range(n)], dtype=object), "image": images,
+             "error": np.full(n, None, dtype=object)}  # fmt: skip
+    labeler({name: column[:2] for name, column in batch.items()})  # warm-up: allocator, cuDNN algorithms
+    totals, host = [], []
+    for _ in range(repeats):
+        labeler.device_seconds = 0.0
+        start = time.perf_counter()
+        labeler(batch)
+        total = time.perf_counter() - start
+        totals.append(total / n)
+        host.append((total - labeler.device_seconds) / n)
+    return statistics.median(totals), statistics.median(host)
+
+
 def _decode_failure(data: Any, exc: Exception) -> str:
     if data is None:
         return "image is missing"
@@ -120,13 +185,30 @@ def _decode_failure(data: Any, exc: Exception) -> str:
 
 
 def label_frames(
-    target_uri: str, checkpoint_uri: str, labels_uri: str, round_index: int, config: LabelConfig, sigma: float
+    target_uri: str,
+    checkpoint_uri: str,
+    labels_uri: str,
+    round_index: int,
+    config: LabelConfig,
+    sigma: float,
+    input_size: int,
 ) -> None:
-    """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files."""
+    """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files.
+
+    CPU tasks (``label.decode_cpus`` each) decode and resize the images to ``input_size``, the
+    checkpoint's; the actors (``label.num_cpus``, ``label.num_gpus`` each) only label.
+    """
     import ray
 
     dataset = read_parquet(target_uri, ["frame_id", "image"])
-    labeled = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
+    decoded = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
+        decode_frames,
+        fn_kwargs={"size": input_size},
+        batch_size=config.batch_size,
+        num_cpus=config.decode_cpus,
+        batch_format="numpy",
+    )
+    labeled = decoded.map_batches(
         PseudoLabeler,
         fn_constructor_kwargs={
             "checkpoint_uri": checkpoint_uri,
