@@ -9,7 +9,9 @@ weights are downloaded), and write the same label columns to Parquet:
   records with pyarrow, then ``decode_frames`` and ``PseudoLabeler`` on each batch;
 - **ray**: ``dfa_ray.stages.label.label_frames`` (decode tasks, then the actor pool) on a fresh local
   Ray with ``--cores`` CPUs, timed from the stage call to the last file written (Ray start-up
-  excluded, actor start-up included).
+  excluded, actor start-up included), its labels counted.
+
+Each way runs ``--repeats`` times, alternating; the report gives the medians and every time.
 - **host_ms_per_frame**: one label actor's host time per frame at the config's input size, one
   thread (as Ray gives an actor): everything in its call but the views and the model, which run on
   its device (``time_labeling``). On a CPU-only machine that device is the CPU, and its time is
@@ -79,6 +81,17 @@ def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) 
         ray.shutdown()
 
 
+def check_same_labels(plain_out: str, ray_out: str, frames: int) -> None:
+    """A throughput counts only for the work done: both ways must label every frame, alike."""
+    plain, ray_labels = (pq.read_table(out).sort_by("frame_id") for out in (plain_out, ray_out))
+    if ray_labels.num_rows != frames or plain.num_rows != frames:
+        raise SystemExit(f"{plain.num_rows} plain and {ray_labels.num_rows} Ray labels for {frames} frames")
+    joints = [np.stack(t.column("joints").to_numpy(zero_copy_only=False)) for t in (plain, ray_labels)]
+    # Thread counts differ between the two ways, so float sums may differ in their last bits.
+    if not np.isfinite(joints[1]).all() or not np.allclose(joints[0], joints[1], atol=1e-4):
+        raise SystemExit("the Ray stage's labels are not the plain loop's")
+
+
 def fit_to_machine(label: LabelConfig, cores: int) -> LabelConfig:
     """The config's label stage, on this machine: no more actors than its GPUs hold (none without a
     GPU), sharing at most half the cores (the read and decode tasks need the rest)."""
@@ -100,7 +113,9 @@ def main() -> None:
     )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--host-frames", type=int, default=64, help="frames per timed actor call (host time)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed actor calls; the median is reported")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each way, and actor calls; medians are reported"
+    )
     parser.add_argument("--json", required=True, help="where to write the report")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -119,10 +134,15 @@ def main() -> None:
             synthetic.generate("synthetic-real", "train", args.frames, crop_size=crop, workers=args.cores)
         )
         write_records(rows, data)
-        plain_out = os.path.join(folder, "plain")
-        os.makedirs(plain_out)
-        plain = plain_loop(data, checkpoint, plain_out, config, args.cores)
-        ray_seconds = ray_stage(data, checkpoint, os.path.join(folder, "ray"), config, args.cores)
+        # Alternate the two ways so that a slow spell of a shared machine hits both alike; medians.
+        plain_runs, ray_runs = [], []
+        for repeat in range(args.repeats):
+            out = os.path.join(folder, f"out-{repeat}")
+            os.makedirs(os.path.join(out, "plain"))
+            plain_runs.append(plain_loop(data, checkpoint, os.path.join(out, "plain"), config, args.cores))
+            ray_runs.append(ray_stage(data, checkpoint, os.path.join(out, "ray"), config, args.cores))
+            check_same_labels(os.path.join(out, "plain"), os.path.join(out, "ray"), args.frames)
+        plain, ray_seconds = float(np.median(plain_runs)), float(np.median(ray_runs))
         torch.set_num_threads(1)  # one actor's share
         host_rows = [{"frame_id": r["frame_id"], "image": r["image"]} for r in rows[: args.host_frames]]
         columns = {
@@ -137,8 +157,8 @@ def main() -> None:
         "ray_over_plain": round(plain / ray_seconds, 3),
         "host_ms_per_frame": round(host * 1e3, 3),
         "device_ms_per_frame": round((total - host) * 1e3, 3),
-        "plain_s": round(plain, 2),
-        "ray_s": round(ray_seconds, 2),
+        "plain_s": [round(t, 2) for t in plain_runs],
+        "ray_s": [round(t, 2) for t in ray_runs],
         "config": args.config or "defaults",
         "input_size": size,
         "record_crop_size": crop,

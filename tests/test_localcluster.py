@@ -37,7 +37,8 @@ from ray.util.state import list_actors, list_tasks  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 1500
 LABEL = LabelConfig(actors=2, batch_size=25, rows_per_block=50, num_cpus=0.5)
-LABELER = "MapWorker(MapBatches(PseudoLabeler))"
+# CPU actors decode their own batches: Ray fuses the decode step into the labeler's actors.
+LABELER = "MapWorker(MapBatches(decode_frames)->MapBatches(PseudoLabeler))"
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,17 @@ def test_labeler_is_deterministic_per_frame_and_reports_bad_images(checkpoint):
     assert frame_views(["b"], 0, 2, LabelConfig()).equivariance[0] != views_b.equivariance[0]
 
 
+def test_labeler_labels_frames_whose_error_column_arrives_from_ray_as_nan(checkpoint):
+    """Ray Data hands a decode batch's all-None ``error`` column on as float NaN (Arrow's null type):
+    every frame of it decoded, so every frame must be labeled, not written as NaN without a reason."""
+    actor = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+    decoded = decode_frames(_batch(), TINY.input_size)
+    expected = actor(decoded)
+    out = actor({**decoded, "error": np.full(6, np.nan, np.float32)})
+    assert all(e is None for e in out["error"]) and np.isfinite(out["joints"]).all()
+    np.testing.assert_allclose(out["joints"], expected["joints"])
+
+
 def test_labeler_refuses_crops_of_another_size_than_its_model_takes(checkpoint):
     actor = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
     with pytest.raises(ValueError, match=f"takes {TINY.input_size} px crops; decoded images are"):

@@ -110,7 +110,10 @@ class PseudoLabeler:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``decode_frames`` columns in, LABEL_SCHEMA columns out (same rows, same order)."""
         frame_ids = [str(f) for f in batch["frame_id"]]
-        images, errors = np.asarray(batch["image"]), list(batch["error"])
+        # A frame failed only where decode_frames wrote a reason. Ray Data hands a column of nothing
+        # but None on as float NaN (Arrow's null type), so "no error" is anything but a string.
+        errors = [e if isinstance(e, str) else None for e in batch["error"]]
+        images = np.asarray(batch["image"])
         n, size = len(frame_ids), self.input_size
         if images.shape != (n, size, size, 3):
             raise ValueError(f"the labeler's model takes {size} px crops; decoded images are {images.shape}")
@@ -196,7 +199,8 @@ def label_frames(
     """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files.
 
     CPU tasks (``label.decode_cpus`` each) decode and resize the images to ``input_size``, the
-    checkpoint's; the actors (``label.num_cpus``, ``label.num_gpus`` each) only label.
+    checkpoint's; the actors (``label.num_cpus``, ``label.num_gpus`` each) only label. With the same
+    resources (CPU actors, by default) Ray fuses the two steps and each actor decodes its own batches.
     """
     import ray
 
@@ -205,7 +209,7 @@ def label_frames(
         decode_frames,
         fn_kwargs={"size": input_size},
         batch_size=config.batch_size,
-        num_cpus=config.decode_cpus,
+        num_cpus=config.decode_task_cpus,
         batch_format="numpy",
     )
     labeled = decoded.map_batches(
