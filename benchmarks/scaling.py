@@ -123,7 +123,13 @@ def train_scaling(
         steps = kept // (workers * batch)
         start = time.perf_counter()
         _, stats = train.run_stage(
-            stage_config, stage_config.adapt, datasets, kept, s3.uri(f"scaling/adapt-{workers}"), run.model(0)
+            stage_config,
+            stage_config.adapt,
+            datasets,
+            kept,
+            s3.uri(f"scaling/adapt-{workers}"),
+            run.model(0),
+            f"{workers} workers",
         )
         seconds = time.perf_counter() - start
         images = epochs * steps * workers * batch * 2  # a source and a target image per sample

@@ -225,7 +225,7 @@ def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> d
             num_frames = dataset.count()
         with timed(seconds, "train"):
             model, stats = train.run_stage(
-                config, config.pretrain, {"source": dataset}, num_frames, run.ray_storage(0), None
+                config, config.pretrain, {"source": dataset}, num_frames, run.ray_storage(0), None, "pretrain"
             )
     with timed(seconds, "checkpoint"):
         checkpoints.save(model, run.model(0), stage="pretrain", **checkpoints.pose_info(inputs.mean_pose))
@@ -275,7 +275,7 @@ class RayRounds:
         """A Ray Train stage from round ``k - 1``'s checkpoint."""
         self.model, stats = train.run_stage(
             self.config, self.config.adapt, inputs, selection["num_kept"], self.run.ray_storage(k),
-            self.run.model(k - 1),
+            self.run.model(k - 1), f"round {k}",
         )  # fmt: skip
         return stats
 

@@ -97,7 +97,7 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs,
     ray_storage = str(tmp_path / "ray")
     thread, out = in_background(
         lambda: train.run_stage(
-            SMOKE, SMOKE.pretrain, {"source": dataset}, dataset.count(), ray_storage, None
+            SMOKE, SMOKE.pretrain, {"source": dataset}, dataset.count(), ray_storage, None, "pretrain"
         )
     )
 

@@ -262,7 +262,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
         def count(self):
             return 6
 
-    def fake_run_stage(config, stage, datasets, num_frames, storage_uri, init_checkpoint):
+    def fake_run_stage(config, stage, datasets, num_frames, storage_uri, init_checkpoint, name):
         calls.append((stage, num_frames, storage_uri, init_checkpoint))
         return PoseModel(config.model), {"loss": 1.5}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dfa_ray import checkpoints, training
-from dfa_ray.config import AdaptConfig, LabelConfig
+from dfa_ray.config import AdaptConfig, LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.model import PoseModel
 from dfa_ray.policy import num_kept
@@ -25,6 +25,7 @@ from dfa_ray.stages.label import (
     read_labels,
     select_labels,
 )
+from dfa_ray.stages.progress import EpochLine
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
 from dfa_ray.training import TrainConfig
 from dfa_ray.transforms import EquivarianceRange, InvarianceRange
@@ -288,3 +289,73 @@ def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_s
     final = torch.load(resumed[-1][1] / "train_state.pt", weights_only=True)
     uninterrupted = torch.load(reports[-1][1] / "train_state.pt", weights_only=True)
     assert final["schedule"]["last_epoch"] == uninterrupted["schedule"]["last_epoch"] == 6
+
+
+def test_the_driver_shows_one_line_per_epoch_from_every_workers_report(ray_train_worker, capsys):
+    # Rank 0's reports as the worker loop makes them, and a second rank's beside them, as Ray
+    # Train hands them to the controller's callbacks.
+    ray_train_worker["shards"]["source"] = _Shard(_source_columns(8))
+    loop = train.WorkerLoop(
+        stage=TrainConfig(epochs=2, batch_size=4, augment=False), model=TINY, seed=0, init_checkpoint=None,
+        steps_per_epoch=2, invariance=InvarianceRange(), equivariance=EquivarianceRange(),
+    )  # fmt: skip
+    train.train_loop(loop)
+    ranks = [
+        [metrics, {**metrics, "loss": metrics["loss"] + 1.0, "loss_source": metrics["loss"] + 1.0}]
+        for metrics, _ in ray_train_worker["reports"]
+    ]
+    callback = EpochLine("pretrain", 2)
+    for metrics in ranks:
+        callback.after_report(run_context=None, metrics=metrics, checkpoint=None)
+    lines = capsys.readouterr().out.splitlines()
+    expected = [
+        f"pretrain: epoch {m[0]['epoch']}/2  loss {m[0]['loss'] + 0.5:.4f}  "
+        f"{2 * m[0]['images_per_s_per_worker']:.0f} images/s on 2 workers"
+        for m in ranks
+    ]
+    assert lines == expected
+
+    # Adapting shows the two terms; the first epoch of a restarted worker group says where it resumed.
+    adapted = {**ranks[1][0], "loss_source": 1.0, "loss_target": 0.25, "loss": 1.25, "resumed_from_epoch": 1}
+    callback = EpochLine("round 3", 2)
+    callback.after_report(run_context=None, metrics=[adapted], checkpoint=None)
+    assert capsys.readouterr().out == (
+        f"round 3: epoch 2/2  loss 1.2500 (source 1.0000, target 0.2500)  "
+        f"{adapted['images_per_s_per_worker']:.0f} images/s on 1 worker  "
+        "(workers restarted from epoch 1's checkpoint)\n"
+    )
+
+
+def test_a_stage_gives_ray_train_the_epoch_lines_its_warnings_only_and_a_data_config_that_does_not_warn(
+    monkeypatch, tmp_path
+):
+    import warnings
+
+    import ray.train
+    import ray.train.torch
+
+    given = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeTrainer:
+        def __init__(self, loop, **kwargs):
+            given.update(kwargs)
+
+        def fit(self):
+            raise Stop
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    config = load_config("configs/smoke.yaml")
+    with pytest.raises(Stop):
+        train.run_stage(config, config.adapt, {}, 64, str(tmp_path), None, "round 2")
+    run_config = given["run_config"]
+    [callback] = run_config.callbacks
+    assert isinstance(callback, ray.train.UserCallback) and (callback.stage, callback.epochs) == (
+        "round 2", config.adapt.epochs,
+    )  # fmt: skip
+    assert run_config.logging_config.log_level == "WARNING"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given["dataset_config"]._resolve_execution_options("source")

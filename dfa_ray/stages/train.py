@@ -227,7 +227,7 @@ def train_loop(loop: WorkerLoop) -> None:
     step = dfa_step(net, optimizer, stage, grad_scaler(stage.amp, device), alpha, beta)
     images = stage.batch_size * (2 if adapting else 1)
     steps = loop.steps_per_epoch
-    # Workers log nothing per epoch: the driver's output carries the reported metrics.
+    # Workers log nothing per epoch: the driver prints one line from all their reports (progress.py).
     run_epochs(step, batches(), schedule, stage, steps, images, first_epoch, report, log=lambda _: None)
 
 
@@ -288,15 +288,21 @@ def run_stage(
     num_frames: int,
     storage_uri: str,
     init_checkpoint: str | None,
+    name: str,
 ) -> tuple[PoseModel, dict]:
     """Train one stage with a TorchTrainer; returns the final model and the last epoch's metrics.
 
     ``num_frames`` is the size of the dataset that defines an epoch (source for pretraining, the
     selected target frames for adaptation). Ray Train's own files go under ``storage_uri`` in a
-    fresh, uniquely named run: an existing name would be silently resumed.
+    fresh, uniquely named run: an existing name would be silently resumed. The driver's output gets
+    one line per epoch, starting with ``name`` (``progress.EpochLine``), and Ray Train's warnings
+    and errors; its INFO lines (worker group started, each report as a raw dict) go to its log files.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from dfa_ray.stages.progress import EpochLine
 
     workers = config.workers
     steps = steps_per_epoch(num_frames, config, stage, f"{num_frames} training frames")
@@ -325,8 +331,13 @@ def run_stage(
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=2),
+            callbacks=[EpochLine(name, stage.epochs)],
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
+        # The defaults Ray Train would build (DataConfig.default_ingest_options) pass the deprecated
+        # exclude_resources on, and every stage warned about it; these are the same defaults without it.
+        dataset_config=DataConfig(execution_options=ExecutionOptions()),
     )
     result = trainer.fit()
     if result.checkpoint is None:
