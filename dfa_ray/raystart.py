@@ -9,6 +9,7 @@ one line.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -120,7 +121,10 @@ def connect(settings: RayConfig, log: Callable[[str], None] = _print) -> None:
                         address="local",
                         num_cpus=settings.num_cpus,
                         object_store_memory=settings.object_store_mb * 2**20,
-                        include_dashboard=False,
+                        # The dashboard serves the State API, which Ray Train's placement-group
+                        # cleaner asks every second whether the stage's controller still lives:
+                        # without it, it warns each time and could not clean up after a dead one.
+                        include_dashboard=True,
                         logging_level="warning",
                     )
             break
@@ -132,4 +136,28 @@ def connect(settings: RayConfig, log: Callable[[str], None] = _print) -> None:
                 what = f"join the Ray cluster at {address}" if address else "start a local Ray"
                 raise RayStartError(f"could not {what} in {attempts} attempt(s): {reason}") from None
             log(f"Ray start-up failed (attempt {attempt} of {attempts}): {reason}; trying again")
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its per-dataset console lines: the driver logs each stage itself.
+
+    Progress bars are off (a job's output is a pipe) and so is the note on each execution's start
+    and plan; a dataset carries the context it was created with, so this holds in the processes
+    that run it too (Ray Train's split coordinators). This process's Ray Data console shows
+    warnings and errors only, less the notes on the progress bars turned off here; Ray Data's log
+    files (``ray-data*.log`` in the session's logs) still get every line.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # its file handlers are not streams
+            handler.setLevel(logging.WARNING)
+            handler.addFilter(_not_about_progress_bars)
+
+
+def _not_about_progress_bars(record: logging.LogRecord) -> bool:
+    return not record.name.startswith("ray.data._internal.progress")
