@@ -121,10 +121,7 @@ def connect(settings: RayConfig, log: Callable[[str], None] = _print) -> None:
                         address="local",
                         num_cpus=settings.num_cpus,
                         object_store_memory=settings.object_store_mb * 2**20,
-                        # The dashboard serves the State API, which Ray Train's placement-group
-                        # cleaner asks every second whether the stage's controller still lives:
-                        # without it, it warns each time and could not clean up after a dead one.
-                        include_dashboard=True,
+                        include_dashboard=False,
                         logging_level="warning",
                     )
             break

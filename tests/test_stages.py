@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from types import SimpleNamespace
 
@@ -246,6 +247,16 @@ def ray_train_worker(monkeypatch, tmp_path):
     return state
 
 
+def _pretraining(ray_train_worker: dict, epochs: int) -> train.WorkerLoop:
+    """A worker's pretraining loop of ``epochs`` epochs of 2 steps on a shard of 8 source frames."""
+    ray_train_worker["shards"]["source"] = _Shard(_source_columns(8))
+    return train.WorkerLoop(
+        stage=TrainConfig(epochs=epochs, batch_size=4, augment=False), model=TINY, seed=0,
+        init_checkpoint=None, steps_per_epoch=2,
+        invariance=InvarianceRange(), equivariance=EquivarianceRange(),
+    )  # fmt: skip
+
+
 def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_state(
     ray_train_worker, monkeypatch
 ):
@@ -259,11 +270,7 @@ def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_s
 
     for name in ("run_epochs", "make_schedule"):
         monkeypatch.setattr(train, name, spy(name))
-    ray_train_worker["shards"]["source"] = _Shard(_source_columns(8))
-    loop = train.WorkerLoop(
-        stage=TrainConfig(epochs=3, batch_size=4, augment=False), model=TINY, seed=0, init_checkpoint=None,
-        steps_per_epoch=2, invariance=InvarianceRange(), equivariance=EquivarianceRange(),
-    )  # fmt: skip
+    loop = _pretraining(ray_train_worker, epochs=3)
     train.train_loop(loop)
     assert calls == ["make_schedule", "run_epochs"]
     reports = ray_train_worker["reports"]
@@ -294,12 +301,12 @@ def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_s
 def test_the_driver_shows_one_line_per_epoch_from_every_workers_report(ray_train_worker, capsys):
     # Rank 0's reports as the worker loop makes them, and a second rank's beside them, as Ray
     # Train hands them to the controller's callbacks.
-    ray_train_worker["shards"]["source"] = _Shard(_source_columns(8))
-    loop = train.WorkerLoop(
-        stage=TrainConfig(epochs=2, batch_size=4, augment=False), model=TINY, seed=0, init_checkpoint=None,
-        steps_per_epoch=2, invariance=InvarianceRange(), equivariance=EquivarianceRange(),
-    )  # fmt: skip
+    loop = _pretraining(ray_train_worker, epochs=2)
     train.train_loop(loop)
+    # The worker's own INFO line per report (a raw TrainingReport) is off.
+    from ray.train.v2._internal.execution import context
+
+    assert not logging.getLogger(context.__file__).isEnabledFor(logging.INFO)
     ranks = [
         [metrics, {**metrics, "loss": metrics["loss"] + 1.0, "loss_source": metrics["loss"] + 1.0}]
         for metrics, _ in ray_train_worker["reports"]

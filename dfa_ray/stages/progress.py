@@ -9,6 +9,7 @@ prefixed ``(TrainController pid=...)``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ray.train
@@ -48,3 +49,12 @@ class EpochLine(ray.train.UserCallback):
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         """Called by Ray Train once every worker has reported (``ray.train.report``)."""
         print(epoch_line(self.stage, self.epochs, metrics), flush=True)
+
+
+def quiet_worker_reports() -> None:
+    """In a Ray Train worker: no INFO line per report. Ray Train 2.60 logs each report, a raw
+    ``TrainingReport(...)``, under a logger named after its source file, which the stage's
+    ``LoggingConfig`` level does not reach; ``EpochLine`` shows the reports instead."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -170,6 +170,9 @@ def train_loop(loop: WorkerLoop) -> None:
     import ray.train
     import ray.train.torch
 
+    from dfa_ray.stages.progress import quiet_worker_reports
+
+    quiet_worker_reports()
     stage = loop.stage
     adapting = isinstance(stage, AdaptConfig)
     torch.manual_seed(loop.seed)
