@@ -31,13 +31,13 @@ def paper_labels(checkpoint: str) -> dict[str, np.ndarray]:
         "image": np.array([r["image"] for r in rows], dtype=object),
     }
     config = LabelConfig(seed=3)
-    views = frame_views(list(batch["frame_id"]), config.seed, 2, config)
+    views = frame_views(list(batch["frame_id"]), config.seed, 2, config.views)
     labels = PseudoLabeler(checkpoint, round_index=2, config=config, sigma=1.0)(
         decode_frames(batch, TINY.input_size)
     )
     return {
-        "invariance": np.array([dataclasses.astuple(p) for p in views.invariance], np.float64),
-        "equivariance": np.array([dataclasses.astuple(p) for p in views.equivariance], np.float64),
+        "invariance": np.array([dataclasses.astuple(p) for p in views.params[1]], np.float64),
+        "equivariance": np.array([dataclasses.astuple(p) for p in views.params[2]], np.float64),
         "joints": labels["joints"],
         "joint_confidence": labels["joint_confidence"],
     }
