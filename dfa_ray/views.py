@@ -14,14 +14,15 @@ which names it in YAML), and it knows four things:
 
 The paper's ensemble is ``PAPER_VIEWS``: the original image, one invariance (colour) view and one
 equivariance (rigid) view. CC-SSL's is five equivariance views without a flip
-(``configs/cc_ssl_views.yaml``). A new kind is a class here added to ``KINDS``; one with new pixel
-arithmetic also puts its host reference in ``transforms`` and its batched twin in ``device_views``,
-where ``tests/test_device_views.py`` holds the two together.
+(``configs/cc_ssl_views.yaml``). A new kind is a class here added to ``KINDS`` (one made by a
+transform names its three functions, as ``_Transform`` says); one with new pixel arithmetic also
+puts its host reference in ``transforms`` and its batched twin in ``device_views``, where
+``tests/test_device_views.py`` holds the two together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -81,20 +82,32 @@ class OriginalView:
         return coords, spread
 
 
+class _Transform:
+    """A view made by a transform of ``transforms``: drawn by ``_draw(rng, ranges)``, applied image by
+    image on the host by ``_apply`` and batch by batch on the device by ``_batched``."""
+
+    _draw: Callable[[np.random.Generator, Any], Any]
+    _apply: Callable[[np.ndarray, Any], np.ndarray]
+    _batched: Callable[[torch.Tensor, Sequence[Any]], torch.Tensor]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self._draw(rng, self)
+
+    def host(self, images: np.ndarray, params: Sequence[Any]) -> np.ndarray:
+        return np.stack([self._apply(image, p) for image, p in zip(images, params)])
+
+    def device(self, images: torch.Tensor, params: Sequence[Any]) -> torch.Tensor:
+        return self._batched(images, params)
+
+
 @dataclass(frozen=True)
-class InvarianceView(InvarianceRange):
+class InvarianceView(_Transform, InvarianceRange):
     """A colour transform: pixels change, the pose does not, so predictions come back as they are."""
 
     kind: Literal["invariance"] = "invariance"
-
-    def sample(self, rng: np.random.Generator) -> InvarianceParams:
-        return sample_invariance(rng, self)
-
-    def host(self, images: np.ndarray, params: Sequence[InvarianceParams]) -> np.ndarray:
-        return np.stack([apply_invariance(image, p) for image, p in zip(images, params)])
-
-    def device(self, images: torch.Tensor, params: Sequence[InvarianceParams]) -> torch.Tensor:
-        return device_views.invariance(images, params)
+    _draw = staticmethod(sample_invariance)
+    _apply = staticmethod(apply_invariance)
+    _batched = staticmethod(device_views.invariance)
 
     def to_original(
         self, coords: np.ndarray, spread: np.ndarray, params: Sequence[InvarianceParams]
@@ -103,20 +116,14 @@ class InvarianceView(InvarianceRange):
 
 
 @dataclass(frozen=True)
-class EquivarianceView(EquivarianceRange):
+class EquivarianceView(_Transform, EquivarianceRange):
     """A rigid transform (rotation, scale, translation, flip): the pose moves with the image, and
     the exact inverse on coordinates (``transforms.equivariance_inverse``) brings it back."""
 
     kind: Literal["equivariance"] = "equivariance"
-
-    def sample(self, rng: np.random.Generator) -> EquivarianceParams:
-        return sample_equivariance(rng, self)
-
-    def host(self, images: np.ndarray, params: Sequence[EquivarianceParams]) -> np.ndarray:
-        return np.stack([apply_equivariance(image, p) for image, p in zip(images, params)])
-
-    def device(self, images: torch.Tensor, params: Sequence[EquivarianceParams]) -> torch.Tensor:
-        return device_views.equivariance(images, params)
+    _draw = staticmethod(sample_equivariance)
+    _apply = staticmethod(apply_equivariance)
+    _batched = staticmethod(device_views.equivariance)
 
     def to_original(
         self, coords: np.ndarray, spread: np.ndarray, params: Sequence[EquivarianceParams]

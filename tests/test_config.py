@@ -12,7 +12,7 @@ from dfa_ray.config import Config, ConfigError, differences, from_dict, load_con
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "paper.yaml", "cc_ssl_views.yaml"])
 def test_shipped_configs_load_and_round_trip(name):
     config = load_config(REPO / "configs" / name)
     assert from_dict(load_yaml_text(to_yaml(config))) == config
