@@ -284,10 +284,8 @@ def _entry_class(hint: Any, item: Any) -> type | None:
     if typing.get_origin(hint) is Annotated:
         hint = typing.get_args(hint)[0]
     members = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
-    for member in members:
-        if dataclasses.is_dataclass(member) and (len(members) == 1 or member.kind == item.get("kind")):
-            return member
-    return None
+    named = [m for m in members if len(members) == 1 or getattr(m, "kind", None) == item.get("kind")]
+    return named[0] if named and dataclasses.is_dataclass(named[0]) else None
 
 
 def from_dict(data: dict[str, Any]) -> Config:

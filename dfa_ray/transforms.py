@@ -1,4 +1,4 @@
-"""The two views of Algorithm 1: the invariance (colour) and equivariance (rigid) transforms.
+"""The transforms of Algorithm 1's views (``views``): invariance (colour) and equivariance (rigid).
 
 **Invariance**: brightness, contrast, saturation, hue, blur and noise change pixels, not geometry,
 so a correct prediction is unchanged and the inverse on predictions is the identity.
