@@ -251,8 +251,10 @@ def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, lo
     history = []
     for k in range(1, config.rounds + 1):
         progress = ((k - 1) / config.rounds, k / config.rounds)
-        weight, seed_k = config.experiments.dann.weight, seed * 1000 + k
-        training = dann_fit(net, data.source, data.target.images, stage, progress, weight, seed_k, log)
+        training = dann_fit(
+            net, data.source, data.target.images, stage, progress, config.experiments.dann.weight,
+            seed * 1000 + k, log,
+        )  # fmt: skip
         history.append(_evaluate(model, data, k, training=training[-1]))
         log(
             f"round {k}: discriminator loss {training[-1]['loss_domain']:.3f} "
