@@ -42,3 +42,11 @@ def non_negative(config: object, *names: str) -> None:
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise FieldError(name, f"must be a finite number >= 0, got {value!r}")
+
+
+def fraction(config: object, *names: str) -> None:
+    """Each of ``config``'s fields ``names`` must be a number in [0, 1] (a probability, a share)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise FieldError(name, f"must be in [0, 1], got {value!r}")

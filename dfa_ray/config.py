@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union
 
 import pydantic
 import yaml
@@ -30,7 +30,11 @@ from dfa_ray.inference import InferenceConfig
 from dfa_ray.model import ModelConfig
 from dfa_ray.policy import Policy
 from dfa_ray.training import TrainConfig
-from dfa_ray.transforms import EquivarianceRange, InvarianceRange
+from dfa_ray.transforms import InvarianceRange
+from dfa_ray.views import KINDS, PAPER_VIEWS
+
+# One entry of ``label.views``: a kind of ``dfa_ray.views``, named by its ``kind`` and given its ranges.
+ViewSpec = Annotated[Union[KINDS], pydantic.Field(discriminator="kind")]
 
 
 class ConfigError(ValueError):
@@ -70,9 +74,11 @@ class AdaptConfig(TrainConfig):
     alpha: float = 1.0
     beta: float = 1.0
     dfa: bool = True  # the target term updates the encoder only (decoder frozen for the target branch)
-    # Colour-transform each target image anew every step (the invariance view's ranges; labels are
-    # unchanged by it), so the encoder is trained towards the ensemble's label, not its own view.
+    # Colour-transform each target image anew every step (labels are unchanged by it), so the encoder
+    # is trained towards the ensemble's label, not its own view. Its own ranges, the invariance
+    # view's by default: a section reads no other section's settings.
     target_invariance: bool = True
+    target_invariance_ranges: InvarianceRange = InvarianceRange()
     weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
 
     def __post_init__(self) -> None:
@@ -82,7 +88,7 @@ class AdaptConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """The Ray Data pseudo-labeling stage: actors running the three-view ensemble."""
+    """The Ray Data pseudo-labeling stage: actors running the ensemble of ``views``."""
 
     actors: int = 2
     batch_size: int = 64
@@ -98,8 +104,9 @@ class LabelConfig:
     inference: InferenceConfig = InferenceConfig()  # GPU switches of the actors' forward pass
     rows_per_block: int = 256  # small files would otherwise arrive as one block for one actor
     seed: int = 0  # view sampling is a function of (seed, round, frame_id): reruns give equal labels
-    invariance: InvarianceRange = InvarianceRange()
-    equivariance: EquivarianceRange = EquivarianceRange()
+    # The ensemble, in order, each entry a kind of ``dfa_ray.views`` with its ranges: by default the
+    # paper's original, invariance and equivariance views (configs/cc_ssl_views.yaml: CC-SSL's five).
+    views: tuple[ViewSpec, ...] = PAPER_VIEWS
     # A frame the labeler cannot use (an undecodable image) is skipped, counted and reported by
     # frame_id. A few such frames are normal in real footage; more than this fraction of a round's
     # frames points at a broken dataset or decoder, and training on the rest would quietly shift
@@ -115,11 +122,12 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         bounds.at_least(self, 1, "actors", "batch_size", "rows_per_block")
+        if not self.views:
+            raise bounds.FieldError("views", "must name at least one view")
         bounds.non_negative(self, "num_cpus", "num_gpus")
         if self.decode_cpus is not None:
             bounds.positive(self, "decode_cpus")  # at 0, Ray would start decode tasks without bound
-        if not 0.0 <= self.max_error_fraction <= 1.0:  # NaN fails this too
-            raise bounds.FieldError("max_error_fraction", f"must be in [0, 1], got {self.max_error_fraction}")
+        bounds.fraction(self, "max_error_fraction")
 
 
 @dataclass(frozen=True)
@@ -250,15 +258,34 @@ _ADAPTER = pydantic.TypeAdapter(Config)
 
 
 def _unknown_keys(cls: type, data: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys of ``data`` that no field of dataclass ``cls`` (or its nested dataclasses) has."""
-    hints = typing.get_type_hints(cls)
+    """Dotted keys of ``data`` that no field of dataclass ``cls`` (or its nested dataclasses, and the
+    entries of its lists of them: ``label.views.2.max_rotation``) has."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     unknown = []
     for key, value in data.items():
         if key not in hints:
             unknown.append(prefix + str(key))
         elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             unknown += _unknown_keys(hints[key], value, f"{prefix}{key}.")
+        elif typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+            for i, item in enumerate(value):
+                entry = _entry_class(typing.get_args(hints[key])[0], item)
+                if entry is not None:
+                    unknown += _unknown_keys(entry, item, f"{prefix}{key}.{i}.")
     return unknown
+
+
+def _entry_class(hint: Any, item: Any) -> type | None:
+    """The dataclass a list entry validates into: the hint's own, or the member of a union whose
+    ``kind`` the entry names (None where the entry is no mapping or names no member: pydantic says
+    why)."""
+    if not isinstance(item, dict):
+        return None
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    members = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+    named = [m for m in members if len(members) == 1 or getattr(m, "kind", None) == item.get("kind")]
+    return named[0] if named and dataclasses.is_dataclass(named[0]) else None
 
 
 def from_dict(data: dict[str, Any]) -> Config:

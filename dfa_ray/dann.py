@@ -35,7 +35,7 @@ from dfa_ray.training import (
     make_schedule,
     run_epochs,
 )
-from dfa_ray.transforms import EquivarianceRange, rigid_augment
+from dfa_ray.transforms import rigid_augment
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,6 @@ def dann_fit(
     weight: float = DANNConfig.weight,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
     """Train ``net`` (model and discriminator) on labeled source and unlabeled target images.
 
@@ -161,7 +160,7 @@ def dann_fit(
     steps = len(target_images) // config.batch_size
     total = config.epochs * steps
     device = next(net.parameters()).device
-    augment = (rng, equivariance) if config.augment else None
+    augment = (rng, config.augment_ranges) if config.augment else None
     scaler = grad_scaler(config.amp, device)
 
     def batches() -> Iterator[Pair]:

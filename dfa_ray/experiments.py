@@ -44,7 +44,7 @@ from dfa_ray.dann import DANNNet, dann_fit
 from dfa_ray.data.records import read_records
 from dfa_ray.model import PoseModel, create_model, images_to_tensor, predict
 from dfa_ray.policy import Policy, Selection, select
-from dfa_ray.pseudo_label import PseudoLabels, Views, pseudo_label, target_variance, tensor_views
+from dfa_ray.pseudo_label import PseudoLabels, pseudo_label, target_variance
 from dfa_ray.rounds import evaluation, run_rounds
 from dfa_ray.stages.label import frame_views
 from dfa_ray.training import (
@@ -57,6 +57,7 @@ from dfa_ray.training import (
     subset_frames,
     to_mm,
 )
+from dfa_ray.views import tensor_views
 
 Log = Callable[[str], None]
 
@@ -152,15 +153,14 @@ def _examples(model: PoseModel, test: Frames, index: np.ndarray) -> dict:
 def label_target(
     model: PoseModel, target: Frames, config: Config, seed: int, round_index: int
 ) -> PseudoLabels:
-    """The three-view ensemble over every target frame (views drawn per seed, round and frame)."""
-    label = dataclasses.replace(config.label, seed=seed)
+    """The ensemble (``label.views``) over every target frame (views drawn per seed, round and frame)."""
+    label = config.label
     floor = target_variance(model.config.heatmap_size, config.adapt.sigma)
-    views = frame_views(target.frame_ids, label.seed, round_index, label)
     device = next(model.parameters()).device
     parts = []
     for i in range(0, len(target), label.batch_size):
         chunk = slice(i, i + label.batch_size)
-        batch_views = Views(views.invariance[chunk], views.equivariance[chunk])
+        batch_views = frame_views(target.frame_ids[chunk], seed, round_index, label.views)
         images = images_to_tensor(target.images[chunk], device)
         # The views on the model's device, as the Ray stage's actors build them: the same labels.
         parts.append(pseudo_label(lambda x: predict(model, x), images, batch_views, floor, tensor_views))
@@ -219,11 +219,7 @@ class InMemoryRounds:
 
     def adapt(self, k: int, inputs: PseudoLabeled, selection: dict) -> dict:
         """``adapt_fit`` on the source and the kept target frames."""
-        label = self.config.label
-        training = adapt_fit(
-            self.model, self.data.source, inputs, self.stage, label.invariance, self.seed * 1000 + k,
-            self.log, label.equivariance,
-        )  # fmt: skip
+        training = adapt_fit(self.model, self.data.source, inputs, self.stage, self.seed * 1000 + k, self.log)
         return training[-1]
 
     def save(self, k: int) -> None:
@@ -257,7 +253,7 @@ def dann_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, lo
         progress = ((k - 1) / config.rounds, k / config.rounds)
         training = dann_fit(
             net, data.source, data.target.images, stage, progress, config.experiments.dann.weight,
-            seed * 1000 + k, log, config.label.equivariance,
+            seed * 1000 + k, log,
         )  # fmt: skip
         history.append(_evaluate(model, data, k, training=training[-1]))
         log(
@@ -278,7 +274,7 @@ def pretrain_trial(data: TrialData, config: Config, seed: int, log: Log = print)
         history = [_evaluate(model, data, 0, init_checkpoint=config.init_checkpoint)]
     else:
         model = create_model(config.model).to(device(config))
-        training = fit(model, data.source, config.pretrain, seed, log, config.label.equivariance)
+        training = fit(model, data.source, config.pretrain, seed, log)
         history = [_evaluate(model, data, 0, training=training[-1])]
     result = _result("only-source", seed, history, model, data, config, start)
     info = checkpoints.pose_info(data.mean_pose)
@@ -293,7 +289,7 @@ def target_label_rounds(model: PoseModel, data: TrialData, config: Config, seed:
         raise ValueError(f"'Only target' needs 3D labels on every target frame; {missing} lack them")
     history = []
     for k in range(1, config.rounds + 1):
-        training = fit(model, data.target, config.adapt, seed * 1000 + k, log, config.label.equivariance)
+        training = fit(model, data.target, config.adapt, seed * 1000 + k, log)
         history.append(_evaluate(model, data, k, training=training[-1]))
         log(f"round {k}: {metrics.describe(history[-1])}")
     return history

@@ -1,10 +1,11 @@
-"""Algorithm 1: pseudo-labels for unlabeled frames from a three-view ensemble.
+"""Algorithm 1: pseudo-labels for unlabeled frames from an ensemble of views.
 
-For each frame the model predicts on the original image, an invariance (colour) view and an
-equivariance (rigid) view; the third prediction is mapped back with the exact inverse transform,
-and the three are averaged. The views are built either on the host (``host_views``, numpy and
-OpenCV, one image at a time) or in batches on the model's device (``tensor_views``), from the same
-sampled parameters; label actors use the device, so a GPU's host does little but copy.
+For each frame the model predicts on every view of ``label.views`` (``views``: by default the
+paper's original image, invariance (colour) view and equivariance (rigid) view); each prediction is
+mapped back to the original frame by its view's exact inverse, and they are averaged. The views are
+built either on the host (``views.host_views``, numpy and OpenCV, one image at a time) or in batches
+on the model's device (``views.tensor_views``), from the same sampled parameters; label actors use
+the device, so a GPU's host does little but copy.
 
 **Representation.** A pseudo-label is the averaged soft-argmax coordinates ``(J, 3)`` in normalised
 space plus confidences — 17 x 3 floats per frame instead of three 17 x H x H heatmaps. Averaging
@@ -21,39 +22,24 @@ pseudo-label, relative to the peak of a target Gaussian:
 
     c_j = mean_v (s_t / s_v)^(3/2) * exp(-|p_v - p|^2 / (2 s_v))
 
-``c_j`` lies in (0, 1] and is 1 exactly when all three views agree and are as sharp as training
+``c_j`` lies in (0, 1] and is 1 exactly when all the views agree and are as sharp as training
 targets; disagreement between the views and diffuse heatmaps both lower it. A frame's confidence
 is the mean of its joints' confidences.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from dfa_ray import device_views
-from dfa_ray.transforms import (
-    EquivarianceParams,
-    EquivarianceRange,
-    InvarianceParams,
-    InvarianceRange,
-    apply_equivariance,
-    apply_invariance,
-    equivariance_inverse,
-    equivariance_inverse_variance,
-    mean_variance,
-    sample_equivariance,
-    sample_invariance,
-)
+from dfa_ray.transforms import mean_variance
+from dfa_ray.views import Views, host_views
 
 # the views' images -> (normalised joints (V*B, J, 3), per-axis variances (V*B, J, 3)), as numpy
 Predictor = Callable[[Any], tuple[np.ndarray, np.ndarray]]
-
-VIEWS = ("original", "invariance", "equivariance")
 
 
 @dataclass(frozen=True)
@@ -63,27 +49,6 @@ class PseudoLabels:
     joints: np.ndarray  # (B, J, 3) float32, normalised space
     joint_confidence: np.ndarray  # (B, J) float32 in (0, 1]
     confidence: np.ndarray  # (B,) float32, mean over joints
-
-
-@dataclass(frozen=True)
-class Views:
-    """The transform parameters of each frame's invariance and equivariance views."""
-
-    invariance: Sequence[InvarianceParams]
-    equivariance: Sequence[EquivarianceParams]
-
-
-def sample_views(
-    rng: np.random.Generator,
-    num_frames: int,
-    invariance: InvarianceRange = InvarianceRange(),
-    equivariance: EquivarianceRange = EquivarianceRange(),
-) -> Views:
-    """Draw one invariance and one equivariance transform per frame."""
-    return Views(
-        invariance=[sample_invariance(rng, invariance) for _ in range(num_frames)],
-        equivariance=[sample_equivariance(rng, equivariance) for _ in range(num_frames)],
-    )
 
 
 def target_variance(heatmap_size: int, sigma: float) -> float:
@@ -111,26 +76,6 @@ def combine(coords: np.ndarray, spread: np.ndarray, floor_variance: float) -> Ps
     )
 
 
-def host_views(images: np.ndarray, views: Views) -> np.ndarray:
-    """The three views of uint8 images ``(B, S, S, 3)`` as one ``(3B, S, S, 3)`` batch, built on the
-    host with numpy and OpenCV (``transforms``): the reference for ``device_views``."""
-    inv = [apply_invariance(img, p) for img, p in zip(images, views.invariance)]
-    eqv = [apply_equivariance(img, p) for img, p in zip(images, views.equivariance)]
-    return np.concatenate([images, np.stack(inv), np.stack(eqv)])
-
-
-def tensor_views(images: torch.Tensor, views: Views) -> torch.Tensor:
-    """The three views of a ``(B, 3, S, S)`` image tensor as one ``(3B, 3, S, S)`` batch, built where the
-    tensor is (the model's device, see ``device_views``)."""
-    return torch.cat(
-        [
-            images,
-            device_views.invariance(images, views.invariance),
-            device_views.equivariance(images, views.equivariance),
-        ]
-    )
-
-
 def pseudo_label(
     predict: Predictor,
     images: Any,
@@ -138,21 +83,16 @@ def pseudo_label(
     floor_variance: float,
     make_views: Callable[[Any, Views], Any] = host_views,
 ) -> PseudoLabels:
-    """Algorithm 1 on a batch of ``B`` images: three views, mapped back, averaged.
+    """Algorithm 1 on a batch of ``B`` images: ``V`` views, mapped back, averaged.
 
-    ``make_views`` builds the views as one batch of ``3B`` images for ``predict``: ``host_views`` for
+    ``make_views`` builds the views as one batch of ``V*B`` images for ``predict``: ``host_views`` for
     uint8 arrays ``(B, S, S, 3)``, ``tensor_views`` for image tensors on the model's device.
     """
     n = len(images)
-    if len(views.invariance) != n or len(views.equivariance) != n:
-        raise ValueError(
-            f"{n} images but {len(views.invariance)} invariance and {len(views.equivariance)} "
-            "equivariance transforms"
-        )
+    if len(views) != n:
+        raise ValueError(f"{n} images but views drawn for {len(views)} frames")
     coords, variance = predict(make_views(images, views))
-    coords = np.asarray(coords, dtype=np.float64).reshape(3, n, *coords.shape[1:])
-    spread = mean_variance(np.asarray(variance, dtype=np.float64)).reshape(3, n, -1)
-    for i, p in enumerate(views.equivariance):
-        coords[2, i] = equivariance_inverse(coords[2, i], p)
-        spread[2, i] = equivariance_inverse_variance(spread[2, i], p)
-    return combine(coords, spread, floor_variance)
+    coords = np.asarray(coords, dtype=np.float64).reshape(len(views.kinds), n, *coords.shape[1:])
+    spread = mean_variance(np.asarray(variance, dtype=np.float64)).reshape(len(views.kinds), n, -1)
+    back = [kind.to_original(c, s, p) for kind, p, c, s in zip(views.kinds, views.params, coords, spread)]
+    return combine(np.stack([c for c, _ in back]), np.stack([s for _, s in back]), floor_variance)

@@ -24,7 +24,7 @@ from dfa_ray.data.records import dataset_files, read_records
 from dfa_ray.data.schema import table_to_arrays, table_to_rows
 from dfa_ray.model import PoseModel, predict
 from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.transforms import EquivarianceRange, InvarianceRange
+from dfa_ray.transforms import EquivarianceRange
 
 if TYPE_CHECKING:  # config imports this module for TrainConfig
     from dfa_ray.config import AdaptConfig
@@ -97,10 +97,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     sigma: float = 1.0  # target Gaussian width in heatmap cells
     amp: bool = False
-    # Warp each training image by a random rigid transform from the equivariance view's ranges
-    # (``label.equivariance``), its labels with it: a model never trained on rotated, scaled or
-    # flipped crops makes that view of the ensemble far worse than the original one.
+    # Warp each training image by a random rigid transform from ``augment_ranges``, its labels with
+    # it: a model never trained on rotated, scaled or flipped crops makes an equivariance view of the
+    # ensemble far worse than the original one. The ranges are the training's own, by default the
+    # paper's equivariance view's; an ensemble of wider views (``label.views``) wants them widened too.
     augment: bool = True
+    augment_ranges: EquivarianceRange = EquivarianceRange()
     # Recolour each labeled training image at random (``transforms.recolour``): hue, channel order,
     # grey. Off by default, as in the paper; the shipped source model and the demo train with it.
     recolour: bool = False
@@ -238,16 +240,12 @@ def fit(
     config: TrainConfig,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
-    """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound.
-
-    ``equivariance`` are the ranges of the rigid augmentation (when ``config.augment``).
-    """
+    """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound."""
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(model, config)
     steps = len(source) // config.batch_size
-    augment = (rng, equivariance) if config.augment else None
+    augment = (rng, config.augment_ranges) if config.augment else None
     batches = (
         (frames_batch(source, index, model, config.sigma, augment, rng if config.recolour else None), None)
         for index in index_batches(len(source), config.batch_size, rng, "the training set")
@@ -263,10 +261,8 @@ def adapt_fit(
     source: Frames,
     target: PseudoLabeled,
     stage: AdaptConfig,
-    invariance: InvarianceRange,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> list[dict]:
     """One round of adaptation: ``alpha * KL(source) + beta * KL(target pseudo-labels)``, DFA per ``stage``.
 
@@ -278,13 +274,14 @@ def adapt_fit(
     sources = index_batches(len(source), stage.batch_size, rng, "the source set")
     targets = index_batches(len(target), stage.batch_size, rng, "the kept target frames")
     device = next(model.parameters()).device
-    augment = (rng, equivariance) if stage.augment else None
+    augment = (rng, stage.augment_ranges) if stage.augment else None
+    recolour_target = (rng, stage.target_invariance_ranges) if stage.target_invariance else None
 
     def batches() -> Iterator[Pair]:
         for t in targets:
             target_batch = pseudo_label_batch(
                 target.images[t], target.joints[t], target.joint_confidence[t], model.config.heatmap_size,
-                stage.sigma, device, (rng, invariance) if stage.target_invariance else None,
+                stage.sigma, device, recolour_target,
                 stage.weight_by_confidence, augment,
             )  # fmt: skip
             source_batch = frames_batch(

@@ -1,4 +1,4 @@
-"""The two views of Algorithm 1: the invariance (colour) and equivariance (rigid) transforms.
+"""The transforms of Algorithm 1's views (``views``): invariance (colour) and equivariance (rigid).
 
 **Invariance**: brightness, contrast, saturation, hue, blur and noise change pixels, not geometry,
 so a correct prediction is unchanged and the inverse on predictions is the identity.
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dfa_ray import bounds
 from dfa_ray.skeleton import FLIP_PERMUTATION
 
 
@@ -46,6 +47,11 @@ class InvarianceRange:
     max_blur_sigma: float = 1.0
     max_noise_std: float = 8.0  # in 0-255 intensity units
 
+    def __post_init__(self) -> None:
+        # A factor range reaching below 0 would invert the image rather than change its colour.
+        bounds.fraction(self, "brightness", "contrast", "saturation", "blur_probability")
+        bounds.non_negative(self, "hue_degrees", "max_blur_sigma", "max_noise_std")
+
 
 @dataclass(frozen=True)
 class EquivarianceRange:
@@ -56,6 +62,14 @@ class EquivarianceRange:
     max_scale: float = 1.2
     max_translation: float = 0.1
     flip_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        bounds.non_negative(self, "max_rotation_degrees", "max_translation")
+        bounds.positive(self, "min_scale")  # the inverse divides by the scale
+        bounds.fraction(self, "flip_probability")
+        if not self.min_scale <= self.max_scale:
+            problem = f"must be at least min_scale {self.min_scale}, got {self.max_scale}"
+            raise bounds.FieldError("max_scale", problem)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dfa_ray.config import Config, ConfigError, differences, from_dict, load_con
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "paper.yaml", "cc_ssl_views.yaml"])
 def test_shipped_configs_load_and_round_trip(name):
     config = load_config(REPO / "configs" / name)
     assert from_dict(load_yaml_text(to_yaml(config))) == config
@@ -32,7 +32,11 @@ def test_overrides_are_typed_and_applied_after_the_file(tmp_path):
     "overrides, message",
     [
         (["adapt.bta=1"], "unknown key.*adapt.bta"),
-        (["label.invariance.hue=3"], "unknown key.*label.invariance.hue"),
+        (["label.views=[{kind: equivariance, max_rotation: 3}]"], "unknown key.*label.views.0.max_rotation"),
+        (["label.views=[{kind: mirror}]"], "label.views.0: Input tag 'mirror'.*expected tags: 'original'"),
+        (["label.views=[]"], "label.views must name at least one view"),
+        (["label.views=[{kind: equivariance, min_scale: 0}]"], r"label.views.0.equivariance.min_scale must"),
+        (["adapt.augment_ranges.flip_probability=2"], "adapt.augment_ranges.flip_probability must be in"),
         (["rounds=many"], "rounds: Input should be a valid integer"),
         (["model.block=dense"], "model.block must be one of"),
         (["policy=60%,5%"], "policy must be three"),
@@ -56,9 +60,9 @@ def test_bad_files_are_named(tmp_path):
 
 def test_differences_lists_dotted_keys_and_skips_ignored_sections():
     a = load_config(None, [])
-    b = load_config(None, ["adapt.alpha=3", "ray.num_cpus=8", "label.equivariance.min_scale=0.7"])
-    assert differences(a, b) == ["adapt.alpha", "label.equivariance.min_scale", "ray.num_cpus"]
-    assert differences(a, b, ignore=("ray",)) == ["adapt.alpha", "label.equivariance.min_scale"]
+    b = load_config(None, ["adapt.alpha=3", "ray.num_cpus=8", "adapt.augment_ranges.min_scale=0.7"])
+    assert differences(a, b) == ["adapt.alpha", "adapt.augment_ranges.min_scale", "ray.num_cpus"]
+    assert differences(a, b, ignore=("ray",)) == ["adapt.alpha", "adapt.augment_ranges.min_scale"]
 
 
 def test_driver_flags_keep_their_types():

@@ -12,7 +12,8 @@ from dfa_ray.data import synthetic
 from dfa_ray.data.images import decode_resized
 from dfa_ray.inference import DeviceModel, InferenceConfig
 from dfa_ray.model import ModelConfig, PoseModel, images_to_tensor, predict
-from dfa_ray.pseudo_label import pseudo_label, sample_views, tensor_views
+from dfa_ray.pseudo_label import pseudo_label
+from dfa_ray.views import sample_views, tensor_views
 from tests.test_pseudo_label import FLOOR, _oracle, _scene
 
 SIZE = 64
@@ -77,7 +78,7 @@ def test_views_on_the_device_reject_a_wrong_batch():
 
 def test_the_ensemble_with_views_on_the_device_recovers_the_truth():
     gt, images, rng = _scene()
-    views = sample_views(rng, len(gt))
+    views = sample_views([rng] * len(gt))
     labels = pseudo_label(_oracle(gt, views), images_to_tensor(images), views, FLOOR, tensor_views)
     np.testing.assert_allclose(labels.joints, gt, atol=1e-5)
     np.testing.assert_allclose(labels.confidence, 1.0, atol=1e-6)

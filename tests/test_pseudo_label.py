@@ -3,7 +3,8 @@ import pytest
 
 from dfa_ray import heatmaps as hm
 from dfa_ray import transforms as tf
-from dfa_ray.pseudo_label import combine, pseudo_label, sample_views, target_variance
+from dfa_ray.pseudo_label import combine, pseudo_label, target_variance
+from dfa_ray.views import EquivarianceView, sample_views
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
 SIZE = 64
@@ -18,10 +19,15 @@ def _scene(n=12, seed=0):
 
 def _oracle(gt, views, noise=0.0, rng=None):
     """A predictor that knows each frame's ground truth and which view it is looking at."""
-    per_view = [gt, gt, np.stack([tf.equivariance_forward(g, p) for g, p in zip(gt, views.equivariance)])]
+    per_view = [
+        np.stack([tf.equivariance_forward(g, p) for g, p in zip(gt, params)])
+        if isinstance(kind, EquivarianceView)
+        else gt
+        for kind, params in zip(views.kinds, views.params)
+    ]
 
     def predict(images):
-        assert len(images) == 3 * len(gt)
+        assert len(images) == len(views.kinds) * len(gt)
         coords = np.concatenate(per_view)
         if noise:
             coords = coords + rng.normal(0, noise, coords.shape)
@@ -32,8 +38,8 @@ def _oracle(gt, views, noise=0.0, rng=None):
 
 def test_perfect_predictor_ensemble_equals_ground_truth_with_full_confidence():
     gt, images, rng = _scene()
-    views = sample_views(rng, len(gt))
-    assert any(p.flip for p in views.equivariance) and any(not p.flip for p in views.equivariance)
+    views = sample_views([rng] * len(gt))
+    assert any(p.flip for p in views.params[2]) and any(not p.flip for p in views.params[2])
     labels = pseudo_label(_oracle(gt, views), images, views, FLOOR)
     np.testing.assert_allclose(labels.joints, gt, atol=1e-5)
     np.testing.assert_allclose(labels.confidence, 1.0, atol=1e-6)
@@ -42,7 +48,7 @@ def test_perfect_predictor_ensemble_equals_ground_truth_with_full_confidence():
 
 def test_averaging_three_noisy_views_beats_one_view():
     gt, images, rng = _scene(n=64, seed=1)
-    views = sample_views(rng, len(gt))
+    views = sample_views([rng] * len(gt))
     noisy = _oracle(gt, views, noise=0.02, rng=np.random.default_rng(2))
     labels = pseudo_label(noisy, images, views, FLOOR)
     single, _ = noisy(np.zeros((3 * len(gt), 1)))
@@ -69,12 +75,12 @@ def test_model_predictor_runs_on_real_views():
 
     gt, images, rng = _scene(n=4)
     model = PoseModel(ModelConfig())
-    labels = pseudo_label(lambda x: predict(model, x), images, sample_views(rng, 4), FLOOR)
+    labels = pseudo_label(lambda x: predict(model, x), images, sample_views([rng] * 4), FLOOR)
     assert labels.joints.shape == (4, 17, 3) and np.all(np.isfinite(labels.joints))
     assert np.all((labels.confidence > 0) & (labels.confidence <= 1))
 
 
 def test_mismatched_views_are_rejected():
     gt, images, rng = _scene(n=3)
-    with pytest.raises(ValueError, match="3 images but 2 invariance"):
-        pseudo_label(_oracle(gt, sample_views(rng, 3)), images, sample_views(rng, 2), FLOOR)
+    with pytest.raises(ValueError, match="3 images but views drawn for 2 frames"):
+        pseudo_label(_oracle(gt, sample_views([rng] * 3)), images, sample_views([rng] * 2), FLOOR)

@@ -29,7 +29,6 @@ from dfa_ray.stages.label import (
 from dfa_ray.stages.progress import EpochLine
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
 from dfa_ray.training import TrainConfig
-from dfa_ray.transforms import EquivarianceRange, InvarianceRange
 from tests.helpers import TINY, tiny_checkpoint
 
 
@@ -68,10 +67,11 @@ def test_labeler_is_deterministic_per_frame_and_reports_bad_images(checkpoint):
     # The same frame gets the same views and labels whatever batch it arrives in.
     alone = labeler({name: values[[4]] for name, values in batch.items()})
     np.testing.assert_allclose(alone["joints"][0], out["joints"][4], atol=1e-5)
-    views_a = frame_views(["a", "b"], 0, 1, LabelConfig())
-    views_b = frame_views(["b"], 0, 1, LabelConfig())
-    assert views_a.equivariance[1] == views_b.equivariance[0]
-    assert frame_views(["b"], 0, 2, LabelConfig()).equivariance[0] != views_b.equivariance[0]
+    kinds = LabelConfig().views
+    views_a = frame_views(["a", "b"], 0, 1, kinds)
+    views_b = frame_views(["b"], 0, 1, kinds)
+    assert views_a.params[2][1] == views_b.params[2][0]
+    assert frame_views(["b"], 0, 2, kinds).params[2][0] != views_b.params[2][0]
 
 
 def test_labeler_labels_frames_whose_error_column_arrives_from_ray_as_nan(checkpoint):
@@ -180,17 +180,17 @@ def test_batches_from_ray_style_numpy_columns():
     columns["joint_confidence"] = confidence
     plain = AdaptConfig(target_invariance=False, weight_by_confidence=False, augment=False)
     cpu = torch.device("cpu")
-    target = target_batch(columns, model, plain, cpu, np.random.default_rng(0), InvarianceRange())
+    target = target_batch(columns, model, plain, cpu, np.random.default_rng(0))
     assert target.images.shape == (4, 3, 32, 32) and target.targets.xy.shape == (4, 17, 8, 8)
     assert torch.all(target.weights == 1)
     both = AdaptConfig(target_invariance=True, weight_by_confidence=True, augment=False)
-    varied = target_batch(columns, model, both, cpu, np.random.default_rng(0), InvarianceRange())
+    varied = target_batch(columns, model, both, cpu, np.random.default_rng(0))
     # The colour transform changes pixels, never the targets; weights follow the joint confidence.
     assert not torch.equal(varied.images, target.images)
     assert torch.equal(varied.targets.xy, target.targets.xy)
     np.testing.assert_allclose(varied.weights[0, :, 0].numpy(), confidence[0])
     # The rigid augmentation moves images and targets together.
-    warped = target_batch(columns, model, AdaptConfig(), cpu, np.random.default_rng(0), InvarianceRange())
+    warped = target_batch(columns, model, AdaptConfig(), cpu, np.random.default_rng(0))
     assert not torch.equal(warped.targets.xy, target.targets.xy)
 
 
@@ -253,7 +253,6 @@ def _pretraining(ray_train_worker: dict, epochs: int) -> train.WorkerLoop:
     return train.WorkerLoop(
         stage=TrainConfig(epochs=epochs, batch_size=4, augment=False), model=TINY, seed=0,
         init_checkpoint=None, steps_per_epoch=2,
-        invariance=InvarianceRange(), equivariance=EquivarianceRange(),
     )  # fmt: skip
 
 

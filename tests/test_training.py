@@ -18,7 +18,6 @@ from dfa_ray.training import (
     run_epochs,
     subset_frames,
 )
-from dfa_ray.transforms import InvarianceRange
 from tests.helpers import TINY
 
 
@@ -84,7 +83,7 @@ def test_fit_adapt_fit_and_dann_train_through_the_one_loop_and_schedule(rows, mo
     stage = AdaptConfig(epochs=1, batch_size=8, augment=False)
     fit(model, frames, TrainConfig(epochs=1, batch_size=8, augment=False), **quiet)
     target = PseudoLabeled(frames.images, np.nan_to_num(frames.coords), np.ones((16, 17), np.float32))
-    adapt_fit(model, frames, target, stage, InvarianceRange(), **quiet)
+    adapt_fit(model, frames, target, stage, **quiet)
     dann.dann_fit(dann.DANNNet(model, dann.DANNConfig(hidden=8)), frames, frames.images, stage, **quiet)
     assert calls == ["make_schedule", "run_epochs"] * 3
 
@@ -135,6 +134,6 @@ def test_recolour_reaches_the_source_batches_of_every_training(rows, monkeypatch
         seen.clear()
         stage = AdaptConfig(epochs=1, batch_size=8, augment=False, recolour=recolour)
         fit(model, frames, TrainConfig(epochs=1, batch_size=8, augment=False, recolour=recolour), **quiet)
-        adapt_fit(model, frames, target, stage, InvarianceRange(), **quiet)
+        adapt_fit(model, frames, target, stage, **quiet)
         dann.dann_fit(dann.DANNNet(model, dann.DANNConfig(hidden=8)), frames, frames.images, stage, **quiet)
         assert seen == ([8] * 6 if recolour else [])

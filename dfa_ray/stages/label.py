@@ -38,9 +38,10 @@ from dfa_ray.data.images import ImageError, decode_resized
 from dfa_ray.data.validation import InputError
 from dfa_ray.inference import DeviceModel
 from dfa_ray.policy import select
-from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance, tensor_views
+from dfa_ray.pseudo_label import pseudo_label, target_variance
 from dfa_ray.skeleton import NUM_JOINTS
 from dfa_ray.stages.read import read_parquet
+from dfa_ray.views import View, Views, sample_views, tensor_views
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,11 @@ LABEL_SCHEMA = pa.schema(
 MAX_LISTED_FAILURES = 20
 
 
-def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, config: LabelConfig) -> Views:
-    """Each frame's transforms, a pure function of (seed, round, frame_id): a rerun labels identically."""
-    invariance, equivariance = [], []
-    for frame_id in frame_ids:
-        rng = np.random.default_rng([seed, round_index, zlib.crc32(str(frame_id).encode())])
-        views = sample_views(rng, 1, config.invariance, config.equivariance)
-        invariance += views.invariance
-        equivariance += views.equivariance
-    return Views(invariance, equivariance)
+def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, kinds: Sequence[View]) -> Views:
+    """Each frame's transforms of the views ``kinds`` (``label.views``), a pure function of (seed, round,
+    frame_id): a rerun labels identically, and a frame gets the same views in any batch."""
+    rngs = [np.random.default_rng([seed, round_index, zlib.crc32(str(f).encode())]) for f in frame_ids]
+    return sample_views(rngs, kinds)
 
 
 def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -91,7 +88,7 @@ def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
 
 class PseudoLabeler:
     """Ray Data callable class: loads the round's checkpoint once, labels batches of decoded frames,
-    building the views on the model's device (``pseudo_label.tensor_views``)."""
+    building the views on the model's device (``views.tensor_views``)."""
 
     def __init__(self, checkpoint_uri: str, round_index: int, config: LabelConfig, sigma: float) -> None:
         model, _ = checkpoints.load(checkpoint_uri)
@@ -121,7 +118,8 @@ class PseudoLabeler:
         joints = np.full((n, NUM_JOINTS * 3), np.nan, np.float32)
         joint_confidence = np.zeros((n, NUM_JOINTS), np.float32)
         if good.size:
-            views = frame_views([frame_ids[i] for i in good], self.config.seed, self.round_index, self.config)
+            ids = [frame_ids[i] for i in good]
+            views = frame_views(ids, self.config.seed, self.round_index, self.config.views)
             on_device = self.model.to_device(images[good])
             labels = pseudo_label(self._predict, on_device, views, self.floor, make_views=self._views)
             joints[good] = labels.joints.reshape(len(good), -1)

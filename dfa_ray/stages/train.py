@@ -44,7 +44,7 @@ from dfa_ray.training import (
     make_schedule,
     run_epochs,
 )
-from dfa_ray.transforms import EquivarianceRange, InvarianceRange
+from dfa_ray.transforms import EquivarianceRange
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
 _STATE_FILE = "train_state.pt"
@@ -92,8 +92,6 @@ def target_batch(
     stage: AdaptConfig,
     device: torch.device,
     rng: np.random.Generator,
-    invariance: InvarianceRange,
-    equivariance: EquivarianceRange = EquivarianceRange(),
 ) -> Batch:
     """A training batch from target frames joined with their pseudo-labels (normalised coordinates)."""
     size = model.config.input_size
@@ -102,8 +100,8 @@ def target_batch(
     confidence = np.stack([np.asarray(c, np.float32) for c in batch["joint_confidence"]])
     return pseudo_label_batch(
         images, joints, confidence, model.config.heatmap_size, stage.sigma, device,
-        (rng, invariance) if stage.target_invariance else None, stage.weight_by_confidence,
-        (rng, equivariance) if stage.augment else None,
+        (rng, stage.target_invariance_ranges) if stage.target_invariance else None,
+        stage.weight_by_confidence, (rng, stage.augment_ranges) if stage.augment else None,
     )  # fmt: skip
 
 
@@ -140,8 +138,6 @@ class WorkerLoop:
     seed: int
     init_checkpoint: str | None
     steps_per_epoch: int  # the same on every rank, so no rank waits in an all-reduce another skips
-    invariance: InvarianceRange
-    equivariance: EquivarianceRange
 
 
 def _resume(
@@ -195,15 +191,14 @@ def train_loop(loop: WorkerLoop) -> None:
         shard = ray.train.get_dataset_shard("target")
         targets = _endless(shard, stage.batch_size, "target", stage.shuffle_buffer, seed + 1)
     rng = np.random.default_rng([loop.seed, rank, first_epoch])
-    augment = (rng, loop.equivariance) if stage.augment else None
+    augment = (rng, stage.augment_ranges) if stage.augment else None
 
     def batches() -> Iterator[Pair]:
         for raw in sources:
             source = source_batch(raw, model, stage.sigma, augment, rng if stage.recolour else None)
             target = None
             if targets:
-                ranges = (loop.invariance, loop.equivariance)
-                target = target_batch(next(targets), model, stage, device, rng, *ranges)
+                target = target_batch(next(targets), model, stage, device, rng)
             yield source, target
 
     def report(record: dict) -> None:
@@ -318,8 +313,6 @@ def run_stage(
         seed=config.seed,
         init_checkpoint=init_checkpoint,
         steps_per_epoch=steps,
-        invariance=config.label.invariance,
-        equivariance=config.label.equivariance,
     )
     trainer = TorchTrainer(
         functools.partial(train_loop, loop),
