@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -149,6 +150,8 @@ def load_script(path: str) -> ModuleType:
     module; ``path`` is relative to the repository root."""
     spec = importlib.util.spec_from_file_location(Path(path).stem, Path(__file__).resolve().parents[1] / path)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would be: dataclasses look their module up by name.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

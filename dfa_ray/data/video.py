@@ -225,7 +225,9 @@ def read_calibration(path: str | os.PathLike, camera: str | None = None) -> Came
 
 
 class PoseDetector:
-    """Every person's MediaPipe Pose landmarks in an RGB frame: ``(33, 3)`` pixels x, y and visibility.
+    """Every person's MediaPipe Pose landmarks in an RGB frame: ``(33, 6)``, pixels x, y, visibility,
+    then MediaPipe's own 3D estimate (its "world landmarks": metres, origin between the hips, axes
+    along the camera's) x, y, z, the baseline ``benchmarks/real_multiview.py`` scores beside a model.
 
     Runs the graph of ``mediapipe.solutions.pose.Pose`` (full model, single images) through its base
     class: ``Pose`` sets its detection thresholds through ``FieldDescriptor.label``, which protobuf 7
@@ -260,7 +262,7 @@ class PoseDetector:
                     "smooth_segmentation": False,
                     "use_prev_landmarks": False,  # every image on its own: we search each one repeatedly
                 },
-                outputs=["pose_landmarks"],
+                outputs=["pose_landmarks", "pose_world_landmarks"],
             )
             # The graph's threads open its models (and log about it) after start-up returns; one
             # image waits for them, so their logs fall in this silenced window.
@@ -268,11 +270,18 @@ class PoseDetector:
 
     def _most_prominent(self, rgb: np.ndarray) -> np.ndarray | None:
         with _native_stderr_silenced():
-            found = self._graph.process({"image": rgb}).pose_landmarks
-        if found is None:
+            result = self._graph.process({"image": rgb})
+        found, world = result.pose_landmarks, result.pose_world_landmarks
+        if found is None or world is None:
             return None
         height, width = rgb.shape[:2]
-        return np.array([(p.x * width, p.y * height, p.visibility) for p in found.landmark], np.float64)
+        return np.array(
+            [
+                (p.x * width, p.y * height, p.visibility, w.x, w.y, w.z)
+                for p, w in zip(found.landmark, world.landmark)
+            ],
+            np.float64,
+        )
 
     def _search(self, rgb: np.ndarray, found: list[np.ndarray]) -> None:
         """Add to ``found`` each person in ``rgb`` not already in it, greying out each one found."""
@@ -415,6 +424,66 @@ class VideoReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Person:
+    """One person found in one frame: the frame, the track number and MediaPipe's landmarks."""
+
+    index: int  # the frame number in the source
+    rgb: np.ndarray
+    number: int  # the track number (``Tracker``)
+    landmarks: np.ndarray  # (33, 6), see PoseDetector
+
+    def row(self, source: str, intrinsics: np.ndarray, crop: CropSpec = CropSpec()) -> dict:
+        """The unlabeled row of this person's crop, ``frame_id`` ``<source>/p<number>/<frame>``."""
+        person = f"{source}/p{self.number}"
+        joints = h36m_joints(self.landmarks)
+        row = person_row(
+            f"{person}/{self.index:06d}",
+            self.rgb,
+            intrinsics,
+            joints,
+            _ALL_VALID,
+            None,
+            person,
+            "unknown",
+            crop,
+        )
+        # Unlabeled: the landmarks made the crop, but are machine-made, not labels (module docstring).
+        return {**row, "joints_2d": None, "joints_valid": None}
+
+
+# MediaPipe places every landmark, in view or not.
+_ALL_VALID = np.ones(NUM_JOINTS, np.uint8)
+
+
+def video_people(
+    source: FrameSource,
+    report: VideoReport,
+    every: int = 1,
+    margin: float = CropSpec().margin,
+    max_people: int = 4,
+) -> Iterator[list[Person]]:
+    """The people found in each of ``source``'s frames read (none: an empty list), tracked, filling
+    ``report``; after the last frame, InputError when nobody was found in any."""
+    detector = PoseDetector(max_people)
+    tracker = Tracker()
+    try:
+        for step, (index, rgb) in enumerate(source.frames(every)):
+            report.frames_read += 1
+            found = detector(rgb)
+            if not found:
+                report.empty_frames.append(index)
+            boxes = [person_box(h36m_joints(landmarks), _ALL_VALID, margin) for landmarks in found]
+            numbers = tracker.assign(boxes, step)
+            for number in numbers:
+                report.rows_per_person[number] = report.rows_per_person.get(number, 0) + 1
+            yield [Person(index, rgb, number, landmarks) for number, landmarks in zip(numbers, found)]
+    finally:
+        detector.close()
+    if not report.rows_per_person:
+        raise InputError(f"{source.path}: no person found in any of the {report.frames_read} frames read")
+
+
 def video_rows(
     source: FrameSource,
     camera: Camera,
@@ -429,26 +498,6 @@ def video_rows(
     was found in any frame (rows were yielded by then only if someone was).
     """
     intrinsics = camera.check(source.width, source.height, str(source.path))
-    detector = PoseDetector(max_people)
-    tracker = Tracker()
-    valid = np.ones(NUM_JOINTS, np.uint8)  # MediaPipe places every landmark, in view or not
-    try:
-        for step, (index, rgb) in enumerate(source.frames(every)):
-            report.frames_read += 1
-            people = [h36m_joints(landmarks) for landmarks in detector(rgb)]
-            if not people:
-                report.empty_frames.append(index)
-                continue
-            numbers = tracker.assign([person_box(joints, valid, crop.margin) for joints in people], step)
-            for number, joints in zip(numbers, people):
-                person = f"{source.name}/p{number}"
-                row = person_row(
-                    f"{person}/{index:06d}", rgb, intrinsics, joints, valid, None, person, "unknown", crop
-                )
-                report.rows_per_person[number] = report.rows_per_person.get(number, 0) + 1
-                # Unlabeled: the landmarks made the crop, but are machine-made, not labels (module docstring).
-                yield {**row, "joints_2d": None, "joints_valid": None}
-    finally:
-        detector.close()
-    if not report.rows_per_person:
-        raise InputError(f"{source.path}: no person found in any of the {report.frames_read} frames read")
+    for people in video_people(source, report, every, crop.margin, max_people):
+        for person in people:
+            yield person.row(source.name, intrinsics, crop)
