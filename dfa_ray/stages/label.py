@@ -34,13 +34,13 @@ import torch
 
 from dfa_ray import checkpoints, storage
 from dfa_ray.config import LabelConfig
-from dfa_ray.data.images import ImageError, decode_resized
+from dfa_ray.data.images import ImageError, decode_resized, image_size
 from dfa_ray.data.validation import InputError
 from dfa_ray.inference import DeviceModel
 from dfa_ray.policy import select
 from dfa_ray.pseudo_label import Views, pseudo_label, sample_views, target_variance, tensor_views
 from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.stages.read import read_parquet
+from dfa_ray.stages.read import check_each_frame_once, read_output, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +70,27 @@ def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, config: L
 
 
 def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Ray Data batch function, run in CPU tasks ahead of the labeling actors: encoded ``image``
-    bytes in, ``(B, size, size, 3)`` uint8 crops and an ``error`` column out (same rows, same order)."""
+    """Ray Data batch function, run in CPU tasks ahead of the labeling and evaluation actors: encoded
+    ``image`` bytes in, ``(B, size, size, 3)`` uint8 crops, the stored ``crop_size`` (0 where it
+    failed) and an ``error`` column out, the batch's other columns passed on (same rows, same order)."""
     frame_ids = [str(f) for f in batch["frame_id"]]
     images = np.zeros((len(frame_ids), size, size, 3), np.uint8)
+    crop_size = np.zeros(len(frame_ids), np.int64)
     errors: list[str | None] = [None] * len(frame_ids)
     for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
         try:
+            crop_size[i] = image_size(data)[0]
             images[i] = decode_resized(data, size)
         except Exception as exc:
             # Raising here would fail the whole Ray Dataset for one frame. The frame's row carries
             # the reason instead, and select_labels bounds how many frames may fail.
+            crop_size[i] = 0
             errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
     return {
+        **batch,
         "frame_id": np.array(frame_ids, dtype=object),
         "image": images,
+        "crop_size": crop_size,
         "error": np.array(errors, dtype=object),
     }
 
@@ -236,15 +242,7 @@ def label_frames(
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Every label file of a round (any ``*.parquet`` under ``labels_uri``), or one such file."""
-    single = labels_uri.endswith(".parquet") and storage.is_file(labels_uri)
-    files = [labels_uri] if single else storage.list_files(labels_uri, suffix=".parquet", recursive=True)
-    if not files:
-        raise FileNotFoundError(f"no label files at {labels_uri}")
-    tables = []
-    for file_uri in files:
-        with storage.storage_errors(file_uri, "read labels"), storage.open_input(file_uri) as handle:
-            tables.append(pq.read_table(handle, columns=list(columns) if columns else None))
-    return pa.concat_tables(tables, promote_options="permissive")
+    return read_output(labels_uri, "label", columns)
 
 
 def check_failures(
@@ -290,17 +288,7 @@ def select_labels(
     """
     table = read_labels(labels_uri)
     frame_ids = np.asarray(table.column("frame_id").to_pylist(), dtype=object)
-    unique, counts = np.unique(frame_ids, return_counts=True)
-    if (counts > 1).any():
-        twice = unique[counts > 1][:5].tolist()
-        raise ValueError(
-            f"{labels_uri}: {int((counts > 1).sum())} frame(s) labeled more than once, e.g. {twice}"
-        )
-    if expected_frames is not None and len(frame_ids) != expected_frames:
-        raise RuntimeError(
-            f"{labels_uri}: the labels hold {len(frame_ids)} frames, the target has {expected_frames}; "
-            "a label file is missing or extra, so the round is not committed"
-        )
+    check_each_frame_once(labels_uri, frame_ids, expected_frames, "labeled")
     errors = table.column("error").to_pylist()
     failures = check_failures(labels_uri, frame_ids.tolist(), errors, max_error_fraction)
     failed = np.array([e is not None for e in errors], dtype=bool)
