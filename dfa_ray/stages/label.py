@@ -193,6 +193,51 @@ def _decode_failure(data: Any, exc: Exception) -> str:
     return f"image could not be decoded ({type(exc).__name__}: {exc})"
 
 
+def through_actors(
+    source_uri: str,
+    columns: Sequence[str],
+    actor: type,
+    constructor_kwargs: dict[str, Any],
+    out_uri: str,
+    config: LabelConfig,
+    input_size: int,
+    what: str,
+) -> None:
+    """Stream ``source_uri``'s ``columns`` through ``decode_frames`` into a pool of ``actor`` (a Ray
+    Data callable class taking its columns) and write the actor's rows as Parquet to ``out_uri``.
+
+    The label section sizes both steps: CPU tasks of ``label.decode_cpus`` each decode and resize the
+    images to ``input_size``, the checkpoint's; ``label.actors`` actors of ``label.num_cpus`` and
+    ``label.num_gpus`` each only run the model. With the same resources (CPU actors, by default) Ray
+    fuses the two steps and each actor decodes its own batches. ``what`` names the output in errors.
+    """
+    import ray
+
+    dataset = read_parquet(source_uri, columns)
+    decoded = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
+        decode_frames,
+        fn_kwargs={"size": input_size},
+        batch_size=config.batch_size,
+        num_cpus=config.decode_task_cpus,
+        batch_format="numpy",
+    )
+    done = decoded.map_batches(
+        actor,
+        fn_constructor_kwargs=constructor_kwargs,
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        batch_size=config.batch_size,
+        num_cpus=config.num_cpus,
+        num_gpus=config.num_gpus,
+        batch_format="numpy",
+    )
+    out_filesystem, out_path = storage.resolve(out_uri)
+    # An unreachable store fails the stage after the S3 client's retries (AWS_MAX_ATTEMPTS), with an
+    # error naming the output; the stage stays uncommitted and --resume redoes it.
+    with storage.storage_errors(out_uri, f"write {what} to"):
+        # One file per block otherwise; each costs a round trip when read back.
+        done.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
+
+
 def label_frames(
     target_uri: str,
     checkpoint_uri: str,
@@ -202,42 +247,12 @@ def label_frames(
     sigma: float,
     input_size: int,
 ) -> None:
-    """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files.
-
-    CPU tasks (``label.decode_cpus`` each) decode and resize the images to ``input_size``, the
-    checkpoint's; the actors (``label.num_cpus``, ``label.num_gpus`` each) only label. With the same
-    resources (CPU actors, by default) Ray fuses the two steps and each actor decodes its own batches.
-    """
-    import ray
-
-    dataset = read_parquet(target_uri, ["frame_id", "image"])
-    decoded = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
-        decode_frames,
-        fn_kwargs={"size": input_size},
-        batch_size=config.batch_size,
-        num_cpus=config.decode_task_cpus,
-        batch_format="numpy",
+    """Run the ensemble over every target frame with Ray Data (``through_actors``, ``PseudoLabeler``
+    actors) and write LABEL_SCHEMA Parquet files."""
+    kwargs = {"checkpoint_uri": checkpoint_uri, "round_index": round_index, "config": config, "sigma": sigma}
+    through_actors(
+        target_uri, ["frame_id", "image"], PseudoLabeler, kwargs, labels_uri, config, input_size, "labels"
     )
-    labeled = decoded.map_batches(
-        PseudoLabeler,
-        fn_constructor_kwargs={
-            "checkpoint_uri": checkpoint_uri,
-            "round_index": round_index,
-            "config": config,
-            "sigma": sigma,
-        },
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
-        batch_size=config.batch_size,
-        num_cpus=config.num_cpus,
-        num_gpus=config.num_gpus,
-        batch_format="numpy",
-    )
-    out_filesystem, out_path = storage.resolve(labels_uri)
-    # An unreachable store fails the stage after the S3 client's retries (AWS_MAX_ATTEMPTS), with an
-    # error naming the labels; the round stays uncommitted and --resume relabels it.
-    with storage.storage_errors(labels_uri, "write labels to"):
-        # One file per block otherwise; each costs a round trip when read back.
-        labeled.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
 
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
