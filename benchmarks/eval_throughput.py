@@ -26,20 +26,17 @@ sharing at most half the cores).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 import ray
 import torch
-from label_throughput import fit_to_machine
+from label_throughput import machine_config, write_report
 
 from dfa_ray import checkpoints
-from dfa_ray.config import Config, load_config
+from dfa_ray.config import Config
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.model import PoseModel
@@ -103,13 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way; medians are reported")
     parser.add_argument("--json", required=True, help="where to write the report")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    config = load_config(args.config)
-    config = dataclasses.replace(config, label=fit_to_machine(config.label, args.cores))
-    size = config.model.input_size
-    crop = max(config.data.synthetic_crop_size, size)
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs (using {args.cores}), torch {torch.__version__}, "
-          f"input {size} px from {crop} px records, {config.label}", flush=True)  # fmt: skip
+    config, crop = machine_config(args.config, args.cores)
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as folder:
         checkpoint = os.path.join(folder, "model.pt")
         torch.manual_seed(0)
@@ -148,21 +139,8 @@ def main() -> None:
         "inprocess_s": [round(t, 2) for t in plain_runs],
         "inprocess_evaluate_s": [round(t, 2) for t in evaluate_runs],
         "ray_s": [round(t, 2) for t in ray_runs],
-        "config": args.config or "defaults",
-        "input_size": config.model.input_size,
-        "record_crop_size": crop,
-        "label": dataclasses.asdict(config.label),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "cores": args.cores,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(json.dumps({key: report[key] for key in list(report)[:7]}), flush=True)
+    write_report(args.json, report, 7, args.config, config, crop, args.cores)
 
 
 if __name__ == "__main__":
