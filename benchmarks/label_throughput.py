@@ -104,6 +104,18 @@ def fit_to_machine(label: LabelConfig, cores: int) -> LabelConfig:
     return dataclasses.replace(label, actors=actors, num_gpus=num_gpus, num_cpus=num_cpus)
 
 
+def machine_config(config_file: str | None, cores: int) -> tuple[Config, int]:
+    """The config (``fit_to_machine``) and the crop size of the records to render, said on stdout."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    config = load_config(config_file)
+    config = dataclasses.replace(config, label=fit_to_machine(config.label, cores))
+    size = config.model.input_size
+    crop = max(config.data.synthetic_crop_size, size)
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs (using {cores}), torch {torch.__version__}, "
+          f"input {size} px from {crop} px records, {config.label}", flush=True)  # fmt: skip
+    return config, crop
+
+
 def main() -> None:
     """Measure, print and write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,13 +130,8 @@ def main() -> None:
     )
     parser.add_argument("--json", required=True, help="where to write the report")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    config = load_config(args.config)
-    config = dataclasses.replace(config, label=fit_to_machine(config.label, args.cores))
+    config, crop = machine_config(args.config, args.cores)
     size = config.model.input_size
-    crop = max(config.data.synthetic_crop_size, size)
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs (using {args.cores}), torch {torch.__version__}, "
-          f"input {size} px from {crop} px records, {config.label}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="label-bench-") as folder:
         checkpoint = os.path.join(folder, "model.pt")
         torch.manual_seed(0)
@@ -159,21 +166,31 @@ def main() -> None:
         "device_ms_per_frame": round((total - host) * 1e3, 3),
         "plain_s": [round(t, 2) for t in plain_runs],
         "ray_s": [round(t, 2) for t in ray_runs],
-        "config": args.config or "defaults",
-        "input_size": size,
+    }
+    write_report(args.json, report, 6, args.config, config, crop, args.cores)
+
+
+def write_report(
+    path: str, results: dict, shown: int, config_file: str | None, config: Config, crop: int, cores: int
+) -> None:
+    """Write ``results`` as JSON to ``path`` with what ran, where and when; print the first ``shown``."""
+    report = {
+        **results,
+        "config": config_file or "defaults",
+        "input_size": config.model.input_size,
         "record_crop_size": crop,
         "label": dataclasses.asdict(config.label),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "cores": args.cores,
+        "cores": cores,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
         "ray": ray.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as handle:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
         json.dump(report, handle, indent=2)
-    print(json.dumps({key: report[key] for key in list(report)[:6]}), flush=True)
+    print(json.dumps({key: report[key] for key in list(report)[:shown]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ class InMemoryRounds:
 
     def evaluate(self, k: int) -> dict:
         """The adapted model on the target test frames."""
-        return evaluation(self.model, self.data.test, "round", k, self.data.mean_pose)
+        return evaluation("round", k, evaluate(self.model, self.data.test, mean_pose=self.data.mean_pose))
 
     def commit(self, k: int, record: dict) -> None:
         """Append the round to the trial's history: its evaluation, with the rest of the record beside."""

@@ -81,15 +81,22 @@ def normalise(joints_3d: np.ndarray, camera: np.ndarray, crop_size: int, root: i
     return np.stack([pixels_to_normalised(u, crop_size), pixels_to_normalised(v, crop_size), z], -1)
 
 
-def denormalise(coords: np.ndarray, camera: np.ndarray, crop_size: int, root_depth: np.ndarray) -> np.ndarray:
-    """Normalised coordinates ``(N, J, 3)`` back to camera-frame millimetres, given the root depth."""
+def denormalise(
+    coords: np.ndarray, camera: np.ndarray, crop_size: int | np.ndarray, root_depth: np.ndarray
+) -> np.ndarray:
+    """Normalised coordinates ``(N, J, 3)`` back to camera-frame millimetres, given the root depth;
+    ``crop_size`` is one for all frames or each frame's ``(N,)``."""
     coords = np.asarray(coords, dtype=np.float64)
     camera = _check_camera(camera, coords.shape[0])
     root_depth = np.asarray(root_depth, dtype=np.float64).reshape(-1)
-    depth = root_depth[:, None] + coords[..., 2] * depth_unit(camera, crop_size, root_depth)[:, None]
+    size = np.asarray(crop_size)
+    if size.ndim and size.shape != root_depth.shape:
+        raise ValueError(f"crop_size must be one size or one per frame {root_depth.shape}, got {size.shape}")
+    depth = root_depth[:, None] + coords[..., 2] * depth_unit(camera, size, root_depth)[:, None]
     fx, fy, cx, cy = (camera[:, i, None] for i in range(4))
-    u = normalised_to_pixels(coords[..., 0], crop_size)
-    v = normalised_to_pixels(coords[..., 1], crop_size)
+    per_joint = size[:, None] if size.ndim else size
+    u = normalised_to_pixels(coords[..., 0], per_joint)
+    v = normalised_to_pixels(coords[..., 1], per_joint)
     return np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], -1)
 
 

@@ -4,7 +4,9 @@ MPJPE (protocol 1) is the Euclidean distance per joint after both poses are made
 a global offset of the prediction costs nothing. PA-MPJPE (protocol 2) first aligns the prediction
 to the ground truth with the least-squares similarity transform (rotation, uniform scale,
 translation; Umeyama 1991), so only the articulated shape is judged. Both return per-sample,
-per-joint errors in the input unit (millimetres); averaging is left to :func:`summarize`.
+per-joint errors in the input unit (millimetres); :func:`frame_errors` gathers them per frame and
+:func:`aggregate` averages them, wherever they were computed: ``summarize`` does both in one process,
+the evaluation actors (``stages.evaluate``) the first and the driver the second.
 
 An optional validity mask ``(N, 17)`` of 0/1 marks joints without ground truth (e.g. joints a source
 skeleton lacks). Their errors are NaN so that means skip them, and PA alignment ignores them.
@@ -17,7 +19,8 @@ them beside the model's own (below 1 means the model knows more than the average
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,10 +135,17 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) 
     return np.where(mask, error, np.nan)
 
 
+# The two errors every evaluation reports; the mean-pose baseline's carry the prefix ``mean_pose_``.
+METRICS = ("mpjpe", "pa_mpjpe")
+
+
 def _mean(errors: np.ndarray) -> float | None:
-    """Mean of the non-NaN entries as a Python float, or None when there are none."""
+    """Mean of the non-NaN entries as a Python float, or None when there are none.
+
+    The sum is exactly rounded (``math.fsum``), so the mean does not depend on the order of the
+    frames: evaluation actors hand their rows back in any order, and must give the in-process number."""
     kept = errors[~np.isnan(errors)]
-    return float(kept.mean()) if kept.size else None
+    return math.fsum(kept.tolist()) / kept.size if kept.size else None
 
 
 def mean_pose(joints_3d: np.ndarray) -> np.ndarray:
@@ -149,44 +159,52 @@ def mean_pose(joints_3d: np.ndarray) -> np.ndarray:
     return (labeled - labeled[:, ROOT : ROOT + 1]).mean(axis=0)
 
 
+def _placed(pose: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The root-relative ``pose`` (17, 3) at each ground-truth frame's true root, the protocol a
+    model's evaluation follows (it is given the true root depth), so the two are scored alike."""
+    gt = np.asarray(gt, dtype=np.float64)
+    return np.broadcast_to(np.asarray(pose, dtype=np.float64), gt.shape) + gt[:, ROOT : ROOT + 1]
+
+
 def mean_pose_baseline(
     pose: np.ndarray, gt: np.ndarray, actions: Sequence[str] | None = None, valid: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """``summarize`` of predicting the root-relative ``pose`` (17, 3) for every ground-truth frame.
-
-    The pose is placed at each frame's true root, the protocol a model's evaluation follows (it is
-    given the true root depth), so the two are scored alike.
-    """
-    gt = np.asarray(gt, dtype=np.float64)
-    pred = np.broadcast_to(np.asarray(pose, dtype=np.float64), gt.shape) + gt[:, ROOT : ROOT + 1]
-    return summarize(pred, gt, actions, valid)
+    """``summarize`` of predicting the root-relative ``pose`` (17, 3) for every ground-truth frame."""
+    return summarize(_placed(pose, gt), gt, actions, valid)
 
 
 def _ratio(value: float | None, baseline: float | None) -> float | None:
     return None if value is None or not baseline else value / baseline
 
 
-def summarize(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    actions: Sequence[str] | None = None,
-    valid: np.ndarray | None = None,
-    mean_pose: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """JSON-ready means of MPJPE and PA-MPJPE (mm): overall, per joint and per action.
+def frame_errors(
+    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None, mean_pose: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Each frame's per-joint errors ``(N, 17)`` of each of ``METRICS`` and, given ``mean_pose``, of
+    the mean-pose baseline (``mean_pose_mpjpe``, ``mean_pose_pa_mpjpe``); NaN where ``valid`` is 0."""
+    errors = {"mpjpe": mpjpe(pred, gt, valid), "pa_mpjpe": pa_mpjpe(pred, gt, valid)}
+    if mean_pose is not None:
+        baseline = _placed(mean_pose, gt)
+        errors["mean_pose_mpjpe"] = mpjpe(baseline, gt, valid)
+        errors["mean_pose_pa_mpjpe"] = pa_mpjpe(baseline, gt, valid)
+    return errors
+
+
+def aggregate(errors: Mapping[str, np.ndarray], actions: Sequence[str] | None = None) -> dict[str, Any]:
+    """JSON-ready means of ``frame_errors`` (mm), its frames in any order: overall, per joint and per
+    action (``actions``, one per frame), beside the mean-pose baseline when ``errors`` hold it.
 
     Each mean is over all valid (frame, joint) errors, which without a mask equals the standard
     mean over frames of the mean over joints. A mean with no valid entry is None rather than NaN,
-    because NaN is not valid JSON. Given ``mean_pose`` (the labeled source frames' ``mean_pose``),
-    the summary adds the baseline's errors (``mean_pose_mpjpe``, ``mean_pose_pa_mpjpe``) and the
-    ratios to them (``mpjpe_over_mean_pose``, ``pa_mpjpe_over_mean_pose``).
+    because NaN is not valid JSON. With the baseline's errors, the summary adds its means
+    (``mean_pose_mpjpe``, ``mean_pose_pa_mpjpe``) and the model's ratios to them
+    (``mpjpe_over_mean_pose``, ``pa_mpjpe_over_mean_pose``).
     """
-    errors = {"mpjpe": mpjpe(pred, gt, valid), "pa_mpjpe": pa_mpjpe(pred, gt, valid)}
     num_frames = errors["mpjpe"].shape[0]
-    summary: dict[str, Any] = {name: _mean(err) for name, err in errors.items()}
+    summary: dict[str, Any] = {name: _mean(errors[name]) for name in METRICS}
     summary["num_frames"] = num_frames
     summary["per_joint"] = {
-        joint: {name: _mean(err[:, j]) for name, err in errors.items()} for j, joint in enumerate(JOINT_NAMES)
+        joint: {name: _mean(errors[name][:, j]) for name in METRICS} for j, joint in enumerate(JOINT_NAMES)
     }
     if actions is not None:
         if isinstance(actions, str):
@@ -197,15 +215,26 @@ def summarize(
         summary["per_action"] = {}
         for action in sorted(set(labels)):
             rows = labels == action
-            entry: dict[str, Any] = {name: _mean(err[rows]) for name, err in errors.items()}
+            entry: dict[str, Any] = {name: _mean(errors[name][rows]) for name in METRICS}
             entry["num_frames"] = int(rows.sum())
             summary["per_action"][action] = entry
-    if mean_pose is not None:
-        baseline = mean_pose_baseline(mean_pose, gt, valid=valid)
-        for name in errors:
-            summary[f"mean_pose_{name}"] = baseline[name]
-            summary[f"{name}_over_mean_pose"] = _ratio(summary[name], baseline[name])
+    if "mean_pose_mpjpe" in errors:
+        for name in METRICS:
+            summary[f"mean_pose_{name}"] = _mean(errors[f"mean_pose_{name}"])
+            summary[f"{name}_over_mean_pose"] = _ratio(summary[name], summary[f"mean_pose_{name}"])
     return summary
+
+
+def summarize(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    actions: Sequence[str] | None = None,
+    valid: np.ndarray | None = None,
+    mean_pose: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``aggregate`` of ``frame_errors``: the summary of predictions ``pred`` against ``gt``, beside the
+    baseline of ``mean_pose`` (the labeled source frames' ``mean_pose``) when one is given."""
+    return aggregate(frame_errors(pred, gt, valid, mean_pose), actions)
 
 
 def describe(summary: dict[str, Any]) -> str:

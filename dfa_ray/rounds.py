@@ -4,7 +4,8 @@ For each round k: pseudo-label every target frame with the current model -> keep
 fraction -> read the kept frames -> adapt -> checkpoint -> evaluate -> commit. ``run_rounds`` runs
 these steps in this order, times each, logs each, and builds the round's record; a
 ``RoundBackend`` does them. ``selftrain.RayRounds`` does them on Ray (Ray Data labeling, Ray Train
-adaptation, each round a committed ``RunDir`` stage): that is ``jobs/self_train.py``.
+adaptation, evaluation on Ray Data actors, each round a committed ``RunDir`` stage): that is
+``jobs/self_train.py``.
 ``experiments.InMemoryRounds`` does them in one process on frames held in memory, seeded: that is
 ``jobs/experiments.py``, whose tables the README shows.
 """
@@ -16,12 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-import numpy as np
-
 from dfa_ray import metrics
-from dfa_ray.model import PoseModel
 from dfa_ray.policy import Policy
-from dfa_ray.training import Frames, evaluate
 
 Log = Callable[[str], None]
 
@@ -63,11 +60,10 @@ def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
     seconds[step] = round(time.perf_counter() - start, 2)
 
 
-def evaluation(
-    model: PoseModel, test: Frames, stage: str, round_index: int, mean_pose: np.ndarray | None
-) -> dict:
-    """The record of one evaluation (a metrics.jsonl line): the test summary beside the mean pose."""
-    return {"stage": stage, "round": round_index, **evaluate(model, test, mean_pose=mean_pose)}
+def evaluation(stage: str, round_index: int, summary: dict) -> dict:
+    """The record of one evaluation (a metrics.jsonl line): ``summary`` is ``metrics.aggregate``'s,
+    on the actors (the driver) or in one process (``training.evaluate``, the experiments)."""
+    return {"stage": stage, "round": round_index, **summary}
 
 
 def result_line(result: dict) -> str:

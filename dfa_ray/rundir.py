@@ -3,8 +3,8 @@
     <storage>/<run>/LEASE.json               the running driver's lease (dfa_ray.lease), while one runs
     <storage>/<run>/config.yaml              the resolved config the run was started with
     <storage>/<run>/metrics.jsonl            one JSON line per committed evaluation (rebuilt, never appended)
-    <storage>/<run>/pretrain/                model.pt, ray/ (Ray Train's files), COMMITTED.json
-    <storage>/<run>/round-<k>/               labels/, selected.parquet, checkpoint/model.pt, ray/,
+    <storage>/<run>/pretrain/                model.pt, ray/ (Ray Train's files), eval/, COMMITTED.json
+    <storage>/<run>/round-<k>/               labels/, selected.parquet, checkpoint/model.pt, ray/, eval/,
                                              COMMITTED.json
 
 A stage is **committed** when its ``COMMITTED.json`` exists; that manifest is written last, after
@@ -69,6 +69,10 @@ class RunDir:
     def selected(self, round_index: int) -> str:
         """Round k's kept frames with their labels."""
         return storage.join(self.stage(round_index), "selected.parquet")
+
+    def evaluation(self, round_index: int) -> str:
+        """Each test frame's errors under the stage's model (``stages.evaluate``)."""
+        return storage.join(self.stage(round_index), "eval")
 
     def ray_storage(self, round_index: int) -> str:
         """Where Ray Train keeps its run files for a stage."""

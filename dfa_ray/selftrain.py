@@ -29,8 +29,8 @@ from dfa_ray.policy import num_kept
 from dfa_ray.raystart import connect
 from dfa_ray.rounds import evaluation, result_line, run_rounds, timed
 from dfa_ray.rundir import RunDir
-from dfa_ray.stages import label, train
-from dfa_ray.training import Frames, dataset_mean_pose, load_frames
+from dfa_ray.stages import evaluate, label, train
+from dfa_ray.training import dataset_mean_pose
 
 Log = Callable[[str], None]
 
@@ -191,20 +191,33 @@ def open_run(config: Config, resume: bool, log: Log = print, ray_train: bool = T
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a run reads: the source and target URIs, the test frames, and the labeled source frames'
-    mean pose (the baseline every evaluation is shown beside; None when no source frame has 3D)."""
+    """What a run reads: the source, target and test URIs, the test set's size, and the labeled
+    source frames' mean pose (the baseline every evaluation is shown beside; None when no source
+    frame has 3D)."""
 
     source: list[str]
     target: str
-    test: Frames
+    test: str
+    num_test: int
     mean_pose: np.ndarray | None
 
 
 def load_inputs(config: Config, log: Log) -> Inputs:
-    """The source and target URIs (rendered if synthetic and absent), the test frames and the
-    source's mean pose; Ray must be up (open_run)."""
-    source, target, test_uri = resolve_data(config, log)
-    return Inputs(source, target, load_frames(test_uri, config.model.input_size), dataset_mean_pose(source))
+    """The source, target and test URIs (rendered if synthetic and absent), the test set's size and
+    the source's mean pose; Ray must be up (open_run)."""
+    source, target, test = resolve_data(config, log)
+    return Inputs(source, target, test, check_frame_ids(test), dataset_mean_pose(source))
+
+
+def evaluate_stage(config: Config, run: RunDir, inputs: Inputs, k: int) -> dict:
+    """Stage ``k``'s checkpoint on the test set: evaluation actors (``stages.evaluate``, the label
+    section's) write each frame's errors to the stage's ``eval/``, the driver aggregates them into
+    the stage's ``evaluation`` record."""
+    evaluate.evaluate_frames(
+        inputs.test, run.model(k), run.evaluation(k), config.label, config.model.input_size, inputs.mean_pose
+    )
+    summary = evaluate.summarize_errors(run.evaluation(k), inputs.num_test)
+    return evaluation("pretrain" if k == 0 else "round", k, summary)
 
 
 def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> dict:
@@ -231,7 +244,7 @@ def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> d
         checkpoints.save(model, run.model(0), stage="pretrain", **checkpoints.pose_info(inputs.mean_pose))
     log(f"pretrain: checkpoint {run.model(0)}")
     with timed(seconds, "evaluate"):
-        result = evaluation(model, inputs.test, "pretrain", 0, inputs.mean_pose)
+        result = evaluate_stage(config, run, inputs, 0)
     run.commit(0, {"training": stats, "evaluation": result, "seconds": seconds})
     log(result_line(result))
     return result
@@ -286,8 +299,8 @@ class RayRounds:
         return self.run.model(k)
 
     def evaluate(self, k: int) -> dict:
-        """The adapted model on the test frames."""
-        return evaluation(self.model, self.inputs.test, "round", k, self.inputs.mean_pose)
+        """Round ``k``'s checkpoint on the test set, on evaluation actors (``evaluate_stage``)."""
+        return evaluate_stage(self.config, self.run, self.inputs, k)
 
     def commit(self, k: int, record: dict) -> None:
         """Write the round's manifest, which commits it."""

@@ -82,7 +82,7 @@ class Frames:
             camera=camera,
             crop_size=crop_size,
             joints_3d=joints_3d,
-            actions=[str(r.get("action", "")) for r in rows],
+            actions=[str(r.get("action") or "") for r in rows],
         )
 
 
@@ -298,13 +298,7 @@ def adapt_fit(
 
 def to_mm(frames: Frames, coords: np.ndarray) -> np.ndarray:
     """Normalised joints of ``frames`` to camera-frame mm, given each frame's true root depth."""
-    out = np.empty_like(coords, dtype=np.float64)
-    for size in np.unique(frames.crop_size):
-        rows = frames.crop_size == size
-        out[rows] = heatmaps.denormalise(
-            coords[rows], frames.camera[rows], int(size), frames.joints_3d[rows, 0, 2]
-        )
-    return out
+    return heatmaps.denormalise(coords, frames.camera, frames.crop_size, frames.joints_3d[:, 0, 2])
 
 
 def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.ndarray:

@@ -96,7 +96,7 @@ def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tm
     run = RunDir(config.storage, config.run_name)
     for k in (0, 1):  # an earlier attempt committed pretraining and round 1
         run.commit(k, {"evaluation": {"stage": "round", "round": k}})
-    inputs = selftrain.Inputs([target], target, None, None)
+    inputs = selftrain.Inputs([target], target, target, 4, None)
     monkeypatch.setattr(selftrain, "connect", lambda settings: None)
     monkeypatch.setattr(selftrain, "load_inputs", lambda config, log: inputs)
     monkeypatch.setattr(selftrain, "pretrain", lambda *args: pytest.fail("pretraining is committed"))

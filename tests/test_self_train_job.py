@@ -21,6 +21,7 @@ from dfa_ray.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_
 from dfa_ray.localcluster import Job, LocalRay
 from dfa_ray.policy import num_kept
 from dfa_ray.rundir import RunDir
+from dfa_ray.stages.evaluate import summarize_errors
 from dfa_ray.stages.label import read_labels
 from tests.helpers import wait_for
 
@@ -87,6 +88,10 @@ def test_self_train_job_runs_every_stage_and_a_second_driver_on_it_is_refused(ra
     assert [(r["stage"], r["round"]) for r in records] == [("pretrain", 0), ("round", 1), ("round", 2)]
     assert all(r["num_frames"] == SMOKE.data.synthetic_test_frames and r["mpjpe"] > 0 for r in records)
     assert "round 2: MPJPE" in done.logs
+    # Each stage's evaluation is the summary of its per-frame errors, every test frame once.
+    for record in records:
+        summary = summarize_errors(run.evaluation(record["round"]), SMOKE.data.synthetic_test_frames)
+        assert {"stage": record["stage"], "round": record["round"], **summary} == record
     # Each manifest says where the stage's time went.
     assert set(run.read_manifest(0)["seconds"]) == {"read", "train", "checkpoint", "evaluate"}
     for k in (1, 2):

@@ -136,7 +136,7 @@ def test_selection_refuses_labels_with_a_missing_shard(tmp_path):
     args = (str(tmp_path / "labels"), str(tmp_path / "selected.parquet"), 1.0, 0.0)
     assert select_labels(*args, expected_frames=4)["num_frames"] == 4
     (tmp_path / "labels" / "b.parquet").unlink()
-    with pytest.raises(RuntimeError, match="hold 2 frames, the target has 4"):
+    with pytest.raises(RuntimeError, match="2 frames were labeled, the input has 4"):
         select_labels(*args, expected_frames=4)
 
 

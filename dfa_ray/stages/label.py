@@ -34,13 +34,13 @@ import torch
 
 from dfa_ray import checkpoints, storage
 from dfa_ray.config import LabelConfig
-from dfa_ray.data.images import ImageError, decode_resized
+from dfa_ray.data.images import ImageError, decode_resized, image_size
 from dfa_ray.data.validation import InputError
 from dfa_ray.inference import DeviceModel
 from dfa_ray.policy import select
 from dfa_ray.pseudo_label import pseudo_label, target_variance
 from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.stages.read import read_parquet
+from dfa_ray.stages.read import check_each_frame_once, read_output, read_parquet
 from dfa_ray.views import View, Views, sample_views, tensor_views
 
 log = logging.getLogger(__name__)
@@ -67,21 +67,27 @@ def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, kinds: Se
 
 
 def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Ray Data batch function, run in CPU tasks ahead of the labeling actors: encoded ``image``
-    bytes in, ``(B, size, size, 3)`` uint8 crops and an ``error`` column out (same rows, same order)."""
+    """Ray Data batch function, run in CPU tasks ahead of the labeling and evaluation actors: encoded
+    ``image`` bytes in, ``(B, size, size, 3)`` uint8 crops, the stored ``crop_size`` (0 where it
+    failed) and an ``error`` column out, the batch's other columns passed on (same rows, same order)."""
     frame_ids = [str(f) for f in batch["frame_id"]]
     images = np.zeros((len(frame_ids), size, size, 3), np.uint8)
+    crop_size = np.zeros(len(frame_ids), np.int64)
     errors: list[str | None] = [None] * len(frame_ids)
     for i, (frame_id, data) in enumerate(zip(frame_ids, batch["image"])):
         try:
+            crop_size[i] = image_size(data)[0]
             images[i] = decode_resized(data, size)
         except Exception as exc:
             # Raising here would fail the whole Ray Dataset for one frame. The frame's row carries
             # the reason instead, and select_labels bounds how many frames may fail.
+            crop_size[i] = 0
             errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
     return {
+        **batch,
         "frame_id": np.array(frame_ids, dtype=object),
         "image": images,
+        "crop_size": crop_size,
         "error": np.array(errors, dtype=object),
     }
 
@@ -185,6 +191,51 @@ def _decode_failure(data: Any, exc: Exception) -> str:
     return f"image could not be decoded ({type(exc).__name__}: {exc})"
 
 
+def through_actors(
+    source_uri: str,
+    columns: Sequence[str],
+    actor: type,
+    constructor_kwargs: dict[str, Any],
+    out_uri: str,
+    config: LabelConfig,
+    input_size: int,
+    what: str,
+) -> None:
+    """Stream ``source_uri``'s ``columns`` through ``decode_frames`` into a pool of ``actor`` (a Ray
+    Data callable class taking its columns) and write the actor's rows as Parquet to ``out_uri``.
+
+    The label section sizes both steps: CPU tasks of ``label.decode_cpus`` each decode and resize the
+    images to ``input_size``, the checkpoint's; ``label.actors`` actors of ``label.num_cpus`` and
+    ``label.num_gpus`` each only run the model. With the same resources (CPU actors, by default) Ray
+    fuses the two steps and each actor decodes its own batches. ``what`` names the output in errors.
+    """
+    import ray
+
+    dataset = read_parquet(source_uri, columns)
+    decoded = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
+        decode_frames,
+        fn_kwargs={"size": input_size},
+        batch_size=config.batch_size,
+        num_cpus=config.decode_task_cpus,
+        batch_format="numpy",
+    )
+    done = decoded.map_batches(
+        actor,
+        fn_constructor_kwargs=constructor_kwargs,
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        batch_size=config.batch_size,
+        num_cpus=config.num_cpus,
+        num_gpus=config.num_gpus,
+        batch_format="numpy",
+    )
+    out_filesystem, out_path = storage.resolve(out_uri)
+    # An unreachable store fails the stage after the S3 client's retries (AWS_MAX_ATTEMPTS), with an
+    # error naming the output; the stage stays uncommitted and --resume redoes it.
+    with storage.storage_errors(out_uri, f"write {what} to"):
+        # One file per block otherwise; each costs a round trip when read back.
+        done.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
+
+
 def label_frames(
     target_uri: str,
     checkpoint_uri: str,
@@ -194,55 +245,17 @@ def label_frames(
     sigma: float,
     input_size: int,
 ) -> None:
-    """Run the ensemble over every target frame with Ray Data and write LABEL_SCHEMA Parquet files.
-
-    CPU tasks (``label.decode_cpus`` each) decode and resize the images to ``input_size``, the
-    checkpoint's; the actors (``label.num_cpus``, ``label.num_gpus`` each) only label. With the same
-    resources (CPU actors, by default) Ray fuses the two steps and each actor decodes its own batches.
-    """
-    import ray
-
-    dataset = read_parquet(target_uri, ["frame_id", "image"])
-    decoded = dataset.repartition(target_num_rows_per_block=config.rows_per_block).map_batches(
-        decode_frames,
-        fn_kwargs={"size": input_size},
-        batch_size=config.batch_size,
-        num_cpus=config.decode_task_cpus,
-        batch_format="numpy",
+    """Run the ensemble over every target frame with Ray Data (``through_actors``, ``PseudoLabeler``
+    actors) and write LABEL_SCHEMA Parquet files."""
+    kwargs = {"checkpoint_uri": checkpoint_uri, "round_index": round_index, "config": config, "sigma": sigma}
+    through_actors(
+        target_uri, ["frame_id", "image"], PseudoLabeler, kwargs, labels_uri, config, input_size, "labels"
     )
-    labeled = decoded.map_batches(
-        PseudoLabeler,
-        fn_constructor_kwargs={
-            "checkpoint_uri": checkpoint_uri,
-            "round_index": round_index,
-            "config": config,
-            "sigma": sigma,
-        },
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
-        batch_size=config.batch_size,
-        num_cpus=config.num_cpus,
-        num_gpus=config.num_gpus,
-        batch_format="numpy",
-    )
-    out_filesystem, out_path = storage.resolve(labels_uri)
-    # An unreachable store fails the stage after the S3 client's retries (AWS_MAX_ATTEMPTS), with an
-    # error naming the labels; the round stays uncommitted and --resume relabels it.
-    with storage.storage_errors(labels_uri, "write labels to"):
-        # One file per block otherwise; each costs a round trip when read back.
-        labeled.write_parquet(out_path, filesystem=out_filesystem, min_rows_per_file=50_000)
 
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Every label file of a round (any ``*.parquet`` under ``labels_uri``), or one such file."""
-    single = labels_uri.endswith(".parquet") and storage.is_file(labels_uri)
-    files = [labels_uri] if single else storage.list_files(labels_uri, suffix=".parquet", recursive=True)
-    if not files:
-        raise FileNotFoundError(f"no label files at {labels_uri}")
-    tables = []
-    for file_uri in files:
-        with storage.storage_errors(file_uri, "read labels"), storage.open_input(file_uri) as handle:
-            tables.append(pq.read_table(handle, columns=list(columns) if columns else None))
-    return pa.concat_tables(tables, promote_options="permissive")
+    return read_output(labels_uri, "label", columns)
 
 
 def check_failures(
@@ -288,17 +301,7 @@ def select_labels(
     """
     table = read_labels(labels_uri)
     frame_ids = np.asarray(table.column("frame_id").to_pylist(), dtype=object)
-    unique, counts = np.unique(frame_ids, return_counts=True)
-    if (counts > 1).any():
-        twice = unique[counts > 1][:5].tolist()
-        raise ValueError(
-            f"{labels_uri}: {int((counts > 1).sum())} frame(s) labeled more than once, e.g. {twice}"
-        )
-    if expected_frames is not None and len(frame_ids) != expected_frames:
-        raise RuntimeError(
-            f"{labels_uri}: the labels hold {len(frame_ids)} frames, the target has {expected_frames}; "
-            "a label file is missing or extra, so the round is not committed"
-        )
+    check_each_frame_once(labels_uri, frame_ids, expected_frames, "labeled")
     errors = table.column("error").to_pylist()
     failures = check_failures(labels_uri, frame_ids.tolist(), errors, max_error_fraction)
     failed = np.array([e is not None for e in errors], dtype=bool)

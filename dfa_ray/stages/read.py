@@ -1,9 +1,14 @@
-"""Schema-v1 datasets (local or ``s3://``) as Ray datasets, through the same file listing as the readers."""
+"""Schema-v1 datasets (local or ``s3://``) as Ray datasets, through the same file listing as the
+readers; and a stage's Parquet output read back in the driver, which checks it holds every frame once."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dfa_ray import storage
 from dfa_ray.data.records import dataset_files
@@ -25,3 +30,32 @@ def read_parquet(uri: str, columns: Sequence[str]) -> Any:
     filesystem, _ = storage.resolve(files[0])
     paths = [storage.resolve(f)[1] for f in files]
     return ray.data.read_parquet(paths, filesystem=filesystem, columns=list(columns))
+
+
+def read_output(uri: str, what: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every ``*.parquet`` file under a stage's output ``uri`` (or that one file), ``what`` naming
+    the output in errors ("label", "evaluation")."""
+    single = uri.endswith(".parquet") and storage.is_file(uri)
+    files = [uri] if single else storage.list_files(uri, suffix=".parquet", recursive=True)
+    if not files:
+        raise FileNotFoundError(f"no {what} files at {uri}")
+    tables = []
+    for file_uri in files:
+        with storage.storage_errors(file_uri, f"read {what}s"), storage.open_input(file_uri) as handle:
+            tables.append(pq.read_table(handle, columns=list(columns) if columns else None))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def check_each_frame_once(uri: str, frame_ids: np.ndarray, expected_frames: int | None, done: str) -> None:
+    """Raise unless a stage's output at ``uri`` holds each frame once and, given ``expected_frames``
+    (its input's size), that many: a lost or repeated shard must fail the stage, not shrink it.
+    ``done`` says what the stage did to a frame ("labeled", "evaluated")."""
+    unique, counts = np.unique(frame_ids, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1][:5].tolist()
+        raise ValueError(f"{uri}: {int((counts > 1).sum())} frame(s) {done} more than once, e.g. {twice}")
+    if expected_frames is not None and len(frame_ids) != expected_frames:
+        raise RuntimeError(
+            f"{uri}: {len(frame_ids)} frames were {done}, the input has {expected_frames}; "
+            "an output file is missing or extra, so the stage is not committed"
+        )
