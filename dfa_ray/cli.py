@@ -8,9 +8,11 @@ config (which ``--resume`` checks).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from dfa_ray.config import Config, ConfigError, load_config
 from dfa_ray.data.schema import RecordError
@@ -108,10 +110,19 @@ def exit_code(
         return 1
 
 
+def with_absolute_storage(config: Config) -> Config:
+    """``config`` with a local ``storage`` made absolute where the driver stands: Ray Train's workers
+    run in a directory of their own, where ``runs`` (the default) names nothing. Data and checkpoint
+    paths stay as given: the driver and Ray Data resolve them, and a job's working directory moves."""
+    if "://" in config.storage:  # s3:// and file:// name the same place from anywhere
+        return config
+    return dataclasses.replace(config, storage=str(Path(config.storage).expanduser().absolute()))
+
+
 def parse_config(prog: str, description: str, argv: list[str] | None) -> tuple[Config, bool]:
     """The config the driver flags in ``argv`` make, and whether ``--resume`` was given."""
     args = build_parser(prog, description).parse_args(argv)
-    return load_config(args.config, overrides(args)), args.resume
+    return with_absolute_storage(load_config(args.config, overrides(args))), args.resume
 
 
 def run_driver(

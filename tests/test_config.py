@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dfa_ray.cli import build_parser, overrides
+from dfa_ray.cli import build_parser, overrides, parse_config
 from dfa_ray.config import Config, ConfigError, differences, from_dict, load_config, load_yaml_text, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +72,12 @@ def test_driver_flags_keep_their_types():
     assert config.run_name == "off"  # YAML would read a bare off as False
     assert config.data.source == ("a", "s3://b/c") and config.rounds == 2 and config.adapt.beta == 0.5
     assert not config.adapt.dfa and config.workers.use_gpu and config.label.num_gpus == 1
+
+
+def test_the_driver_makes_a_local_storage_absolute_for_workers_that_run_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config, _ = parse_config("self_train", "", ["--storage", "runs", "--target", "data/real"])
+    assert config.storage == str(tmp_path / "runs")
+    assert config.data.target == "data/real"  # resolved by the driver and Ray Data, where it stands
+    for uri in ("s3://bucket/runs", "file:///srv/runs"):
+        assert parse_config("self_train", "", ["--storage", uri])[0].storage == uri
