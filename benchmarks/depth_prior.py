@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dfa_ray import checkpoints, heatmaps, metrics
 from dfa_ray.data.synthetic import generate
-from dfa_ray.model import predict
-from dfa_ray.training import Frames
+from dfa_ray.method import checkpoints, heatmaps, metrics
+from dfa_ray.method.fitting import Frames
+from dfa_ray.method.model import predict
 
 
 def main() -> None:

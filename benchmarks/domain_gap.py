@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfa_ray import metrics
 from dfa_ray.data.synthetic import generate
-from dfa_ray.model import ModelConfig, create_model
-from dfa_ray.skeleton import JOINT_NAMES
-from dfa_ray.training import Frames, TrainConfig, fit, predict_mm
+from dfa_ray.method import metrics
+from dfa_ray.method.fitting import Frames, TrainConfig, fit, predict_mm
+from dfa_ray.method.model import ModelConfig, create_model
+from dfa_ray.method.skeleton import JOINT_NAMES
 
 # Joint order with left and right exchanged.
 _MIRROR = [JOINT_NAMES.index({"l": "r_", "r": "l_"}.get(n[0], "") + n[2:]) if n[1] == "_" else i

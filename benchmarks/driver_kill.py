@@ -2,7 +2,7 @@
 
 Starts a private Ray head (``LocalRay``) and the embedded S3 (or uses ``--storage``), renders the
 smoke config's data once, then repeats: start a fresh run; up to ``--max-kills-per-run`` times,
-SIGKILL the driver at a random kill point (a random kind of ``dfa_ray.drills.KILL_POINTS`` that lies
+SIGKILL the driver at a random kill point (a random kind of ``dfa_ray.ops.drills.KILL_POINTS`` that lies
 ahead of the run's last committed stage, plus a random delay up to ``--max-delay`` s) and audit the
 run; then resume without a kill and audit the finished run. A kill point counts as **resumed
 correctly** when the audit after it is clean and the run it belongs to finishes with every round
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from dfa_ray.config import load_config
-from dfa_ray.drills import KILL_POINTS, KillPoint, audit, repo_root, run_driver, synthetic_target_ids
-from dfa_ray.localcluster import LocalRay
-from dfa_ray.objectstore import EmbeddedS3
-from dfa_ray.rundir import RunDir
+from dfa_ray.ops.drills import KILL_POINTS, KillPoint, audit, repo_root, run_driver, synthetic_target_ids
+from dfa_ray.ops.localcluster import LocalRay
+from dfa_ray.ops.objectstore import EmbeddedS3
+from dfa_ray.ops.rundir import RunDir
 
 CONFIG = "configs/smoke.yaml"
 

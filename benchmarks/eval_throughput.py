@@ -6,7 +6,7 @@ the same model (the config's ``model`` section, randomly initialised: no weights
 beside the mean pose of those frames:
 
 - **in-process**: one process, torch using every core (``torch.set_num_threads(cores)``), as the
-  driver did: ``training.load_frames`` (read and decode every frame), then ``training.evaluate``;
+  driver did: ``fitting.load_frames`` (read and decode every frame), then ``fitting.evaluate``;
   the second part alone is ``inprocess_evaluate_s``, what each evaluation cost the driver once the
   decoded test set sat in its memory;
 - **ray**: ``stages.evaluate.evaluate_frames`` (decode tasks, the label section's actors, per-frame
@@ -35,13 +35,13 @@ import ray
 import torch
 from label_throughput import machine_config, write_report
 
-from dfa_ray import checkpoints
 from dfa_ray.config import Config
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
-from dfa_ray.model import PoseModel
+from dfa_ray.method import checkpoints
+from dfa_ray.method.fitting import dataset_mean_pose, evaluate, load_frames
+from dfa_ray.method.model import PoseModel
 from dfa_ray.stages.evaluate import evaluate_frames, summarize_errors
-from dfa_ray.training import dataset_mean_pose, evaluate, load_frames
 
 RELATIVE = 1e-5
 

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dfa_ray import checkpoints
 from dfa_ray import config as config_module
 from dfa_ray.config import Config
 from dfa_ray.data import synthetic
 from dfa_ray.data.images import decode_image, decode_resized, encode_image
-from dfa_ray.drills import repo_root
-from dfa_ray.model import PoseModel, num_parameters
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import PoseModel, num_parameters
+from dfa_ray.ops.drills import repo_root
 from dfa_ray.stages.label import time_labeling
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 
 from dfa_ray.config import load_config
-from dfa_ray.inference import DeviceModel
-from dfa_ray.model import PoseModel
+from dfa_ray.method.inference import DeviceModel
+from dfa_ray.method.model import PoseModel
 
 out, smoke_rc, smoke_s = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 config = load_config("configs/paper.yaml")

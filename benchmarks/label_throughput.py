@@ -41,11 +41,11 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.config import Config, LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import read_records, write_records
-from dfa_ray.model import PoseModel
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import PoseModel
 from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, decode_frames, label_frames, time_labeling
 
 

@@ -20,12 +20,12 @@ import json
 import numpy as np
 import torch
 
-from dfa_ray import checkpoints, metrics
 from dfa_ray.config import load_config
 from dfa_ray.data.synthetic import generate
 from dfa_ray.experiments import label_target
-from dfa_ray.training import Frames, to_mm
-from dfa_ray.views import PAPER_VIEWS, EquivarianceView, InvarianceView, OriginalView
+from dfa_ray.method import checkpoints, metrics
+from dfa_ray.method.fitting import Frames, to_mm
+from dfa_ray.method.views import PAPER_VIEWS, EquivarianceView, InvarianceView, OriginalView
 
 
 def main() -> None:

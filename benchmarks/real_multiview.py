@@ -1,4 +1,4 @@
-"""Score a checkpoint on real people filmed by calibrated cameras, without labels (``dfa_ray.multiview``).
+"""Score a checkpoint on real people filmed by calibrated cameras, without labels (``data.multiview``).
 
     python benchmarks/real_multiview.py --checkpoint models/source/model.pt \\
         --footage Pose2Sim/Demo_MultiPerson --out runs/real_multiview/source
@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfa_ray import checkpoints, metrics, multiview
 from dfa_ray.cli import exit_code
-from dfa_ray.data import video
+from dfa_ray.data import multiview, video
 from dfa_ray.data.records import write_records
 from dfa_ray.data.validation import InputError
-from dfa_ray.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, ROOT, map_joints
+from dfa_ray.method import checkpoints, metrics
+from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, ROOT, map_joints
 
 # jobs/ holds scripts, not a package: predict.py's functions are the path every user's frames take.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))

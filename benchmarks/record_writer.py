@@ -27,7 +27,7 @@ from dfa_ray import storage
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import RecordWriter
 from dfa_ray.data.schema import rows_to_table
-from dfa_ray.objectstore import EmbeddedS3
+from dfa_ray.ops.objectstore import EmbeddedS3
 
 
 def make_rows(n: int, size: int, workers: int) -> list[dict]:

@@ -41,11 +41,11 @@ from dfa_ray import config as config_module  # noqa: E402
 from dfa_ray import storage  # noqa: E402
 from dfa_ray.config import Config  # noqa: E402
 from dfa_ray.data.records import check_frame_ids  # noqa: E402
-from dfa_ray.drills import repo_root  # noqa: E402
-from dfa_ray.localcluster import LocalRay  # noqa: E402
-from dfa_ray.objectstore import EmbeddedS3  # noqa: E402
-from dfa_ray.rundir import RunDir  # noqa: E402
-from dfa_ray.selftrain import resolve_data, self_train  # noqa: E402
+from dfa_ray.driver import resolve_data, self_train  # noqa: E402
+from dfa_ray.ops.drills import repo_root  # noqa: E402
+from dfa_ray.ops.localcluster import LocalRay  # noqa: E402
+from dfa_ray.ops.objectstore import EmbeddedS3  # noqa: E402
+from dfa_ray.ops.rundir import RunDir  # noqa: E402
 from dfa_ray.stages import train  # noqa: E402
 from dfa_ray.stages.label import label_frames, read_labels  # noqa: E402
 

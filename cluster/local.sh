@@ -6,4 +6,4 @@
 #   bash cluster/local.sh --workers 3 --worker-cpus 1 --s3-dir runs/local-s3
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m dfa_ray.localcluster "$@"
+exec .venv/bin/python -m dfa_ray.ops.localcluster "$@"

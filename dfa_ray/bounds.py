@@ -1,6 +1,6 @@
 """Range checks for the typed config classes: a failure names the field and the value it got.
 
-The classes (``config.Config`` and its sections, ``training.TrainConfig``, ``dann.DANNConfig``...)
+The classes (``config.Config`` and its sections, ``fitting.TrainConfig``, ``dann.DANNConfig``...)
 run these in ``__post_init__``, so every way of making a config (a YAML file, ``--set``, Python)
 refuses an unusable value at once, not in a Ray task minutes later. A section does not know its own
 name (``TrainConfig`` is both ``pretrain`` and ``adapt``): ``config.from_dict`` puts it in front of

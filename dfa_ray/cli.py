@@ -17,8 +17,8 @@ from pathlib import Path
 from dfa_ray.config import Config, ConfigError, load_config
 from dfa_ray.data.schema import RecordError
 from dfa_ray.data.validation import InputError
-from dfa_ray.lease import LeaseHeld
-from dfa_ray.raystart import RayStartError
+from dfa_ray.ops.lease import LeaseHeld
+from dfa_ray.ops.raystart import RayStartError
 from dfa_ray.storage import StorageError
 
 # What a driver reports in one line (exit 2) rather than a traceback: a bad config or a resume with

@@ -25,15 +25,14 @@ import pydantic
 import yaml
 
 from dfa_ray import bounds
-from dfa_ray.dann import DANNConfig
-from dfa_ray.inference import InferenceConfig
-from dfa_ray.model import ModelConfig
-from dfa_ray.policy import Policy
-from dfa_ray.training import TrainConfig
-from dfa_ray.transforms import InvarianceRange
-from dfa_ray.views import KINDS, PAPER_VIEWS
+from dfa_ray.method.dann import DANNConfig
+from dfa_ray.method.fitting import AdaptConfig, TrainConfig
+from dfa_ray.method.inference import InferenceConfig
+from dfa_ray.method.model import ModelConfig
+from dfa_ray.method.policy import Policy
+from dfa_ray.method.views import KINDS, PAPER_VIEWS
 
-# One entry of ``label.views``: a kind of ``dfa_ray.views``, named by its ``kind`` and given its ranges.
+# One entry of ``label.views``: a kind of ``dfa_ray.method.views``, named by its ``kind``, with its ranges.
 ViewSpec = Annotated[Union[KINDS], pydantic.Field(discriminator="kind")]
 
 
@@ -66,27 +65,6 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class AdaptConfig(TrainConfig):
-    """One adaptation stage per round: ``alpha * KL(source) + beta * KL(target pseudo-labels)``."""
-
-    epochs: int = 2
-    lr: float = 1e-3
-    alpha: float = 1.0
-    beta: float = 1.0
-    dfa: bool = True  # the target term updates the encoder only (decoder frozen for the target branch)
-    # Colour-transform each target image anew every step (labels are unchanged by it), so the encoder
-    # is trained towards the ensemble's label, not its own view. Its own ranges, the invariance
-    # view's by default: a section reads no other section's settings.
-    target_invariance: bool = True
-    target_invariance_ranges: InvarianceRange = InvarianceRange()
-    weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        bounds.non_negative(self, "alpha", "beta")
-
-
-@dataclass(frozen=True)
 class LabelConfig:
     """The Ray Data pseudo-labeling stage: actors running the ensemble of ``views``."""
 
@@ -104,7 +82,7 @@ class LabelConfig:
     inference: InferenceConfig = InferenceConfig()  # GPU switches of the actors' forward pass
     rows_per_block: int = 256  # small files would otherwise arrive as one block for one actor
     seed: int = 0  # view sampling is a function of (seed, round, frame_id): reruns give equal labels
-    # The ensemble, in order, each entry a kind of ``dfa_ray.views`` with its ranges: by default the
+    # The ensemble, in order, each entry a kind of ``dfa_ray.method.views`` with its ranges: by default the
     # paper's original, invariance and equivariance views (configs/cc_ssl_views.yaml: CC-SSL's five).
     views: tuple[ViewSpec, ...] = PAPER_VIEWS
     # A frame the labeler cannot use (an undecodable image) is skipped, counted and reported by
@@ -163,7 +141,7 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class LeaseConfig:
-    """The run's lease (``dfa_ray.lease``): one driver per run. Neither value changes any result."""
+    """The run's lease (``dfa_ray.ops.lease``): one driver per run. Neither value changes any result."""
 
     # A lease with no heartbeat for this long may be taken over by another driver: how long a driver
     # restarted on another machine waits after a crash, and, halved, how long a storage outage the
@@ -172,7 +150,7 @@ class LeaseConfig:
     heartbeat_s: float = 15.0
 
     def __post_init__(self) -> None:
-        # The holder must give the run up before anyone may take it over (dfa_ray.lease.RunLease).
+        # The holder must give the run up before anyone may take it over (dfa_ray.ops.lease.RunLease).
         if not 0 < 6 * self.heartbeat_s <= self.timeout_s:
             raise ValueError(
                 f"lease.timeout_s ({self.timeout_s}) must be at least 6 x lease.heartbeat_s "

@@ -38,16 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from dfa_ray import checkpoints, metrics
 from dfa_ray.config import Config
-from dfa_ray.dann import DANNNet, dann_fit
 from dfa_ray.data.records import read_records
-from dfa_ray.model import PoseModel, create_model, images_to_tensor, predict
-from dfa_ray.policy import Policy, Selection, select
-from dfa_ray.pseudo_label import PseudoLabels, pseudo_label, target_variance
-from dfa_ray.rounds import evaluation, run_rounds
-from dfa_ray.stages.label import frame_views
-from dfa_ray.training import (
+from dfa_ray.method import checkpoints, metrics
+from dfa_ray.method.dann import DANNNet, dann_fit
+from dfa_ray.method.fitting import (
     Frames,
     PseudoLabeled,
     adapt_fit,
@@ -57,7 +52,11 @@ from dfa_ray.training import (
     subset_frames,
     to_mm,
 )
-from dfa_ray.views import tensor_views
+from dfa_ray.method.model import PoseModel, create_model, images_to_tensor, predict
+from dfa_ray.method.policy import Policy, Selection, select
+from dfa_ray.method.pseudo_label import PseudoLabels, pseudo_label, target_variance
+from dfa_ray.method.rounds import evaluation, run_rounds
+from dfa_ray.method.views import frame_views, tensor_views
 
 Log = Callable[[str], None]
 

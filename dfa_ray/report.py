@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from dfa_ray import storage  # noqa: E402
 from dfa_ray.data.images import decode_image  # noqa: E402
 from dfa_ray.experiments import TABLE1, TABLE_HEADER, row_name, table_cells  # noqa: E402
-from dfa_ray.skeleton import BONES, JOINT_NAMES, NUM_JOINTS  # noqa: E402
+from dfa_ray.method.skeleton import BONES, JOINT_NAMES, NUM_JOINTS  # noqa: E402
 
 # The paper's Table 1 (SURREAL -> Human3.6M, without MPII), MPJPE / PA-MPJPE in mm.
 PAPER_TABLE1 = {

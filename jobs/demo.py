@@ -28,10 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from dfa_ray import metrics, storage
-from dfa_ray.localcluster import LocalRay
-from dfa_ray.objectstore import EmbeddedS3
-from dfa_ray.rundir import RunDir
+from dfa_ray import storage
+from dfa_ray.method import metrics
+from dfa_ray.ops.localcluster import LocalRay
+from dfa_ray.ops.objectstore import EmbeddedS3
+from dfa_ray.ops.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_MODEL = REPO / "models" / "source"

@@ -16,7 +16,7 @@ predicted for every frame. With ``--mean-pose-from URI`` (a schema-v1 dataset; i
 ``jobs/pretrain.py`` and the experiments); a checkpoint without one is evaluated without baseline.
 ``mean_pose_from`` in the output says which was used (the URI, ``"checkpoint"``, or null).
 
-Stdout is exactly one JSON object: ``dfa_ray.metrics.summarize``'s keys (``mpjpe``, ``pa_mpjpe``,
+Stdout is exactly one JSON object: ``dfa_ray.method.metrics.summarize``'s keys (``mpjpe``, ``pa_mpjpe``,
 ``num_frames``, ``per_joint``, ``per_action``, and with a baseline ``mean_pose_mpjpe``,
 ``mean_pose_pa_mpjpe``, ``mpjpe_over_mean_pose``, ``pa_mpjpe_over_mean_pose``) plus ``checkpoint``,
 ``checkpoint_info`` (what the checkpoint was saved with: stage, round, mean pose...), ``data``,
@@ -37,12 +37,12 @@ import time
 import numpy as np
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.cli import exit_code
 from dfa_ray.data.schema import RecordError
-from dfa_ray.metrics import describe
+from dfa_ray.method import checkpoints
+from dfa_ray.method.fitting import dataset_mean_pose, evaluate, load_frames
+from dfa_ray.method.metrics import describe
 from dfa_ray.storage import StorageError
-from dfa_ray.training import dataset_mean_pose, evaluate, load_frames
 
 # Errors that mean "this input is unusable": reported in one line, exit code 2.
 _INPUT_ERRORS = (RecordError, StorageError, FileNotFoundError, ValueError)

@@ -27,6 +27,7 @@ import torch
 from dfa_ray import storage
 from dfa_ray.cli import run_driver
 from dfa_ray.config import Config
+from dfa_ray.driver import open_run, resolve_data
 from dfa_ray.experiments import (
     TABLE1,
     TrialData,
@@ -39,10 +40,9 @@ from dfa_ray.experiments import (
     table,
     table2_methods,
 )
-from dfa_ray.metrics import describe
-from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import open_run, resolve_data
-from dfa_ray.training import concat_frames, load_frames
+from dfa_ray.method.fitting import concat_frames, load_frames
+from dfa_ray.method.metrics import describe
+from dfa_ray.ops.rundir import RunDir
 
 
 def _log(method: str, seed: int) -> Callable[[str], None]:

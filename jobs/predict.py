@@ -16,7 +16,7 @@ a schema-v1 dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet``
 
 - ``predictions.jsonl``, one JSON object per frame: ``frame_id`` (records) or ``file`` (image
   files); ``png`` (the picture's file name); ``joints_normalised`` 17 x 3 (the model's normalised
-  space, see ``dfa_ray.heatmaps``); ``joints_2d`` 17 x 2 pixels (of the stored crop for records, of
+  space, see ``dfa_ray.method.heatmaps``); ``joints_2d`` 17 x 2 pixels (of the stored crop for records, of
   the original image for files); ``joints_mm`` 17 x 3 root-relative millimetres (camera axes: x
   right, y down, z forward; the pelvis at 0), for every frame; ``camera`` (fx, fy, cx, cy of the square crop
   in its own pixels); ``root_depth_mm`` and ``root_depth_source`` (``joints_3d``, ``bone-length prior``
@@ -65,15 +65,16 @@ import cv2
 import numpy as np
 import torch
 
-from dfa_ray import checkpoints, heatmaps, storage
+from dfa_ray import storage
 from dfa_ray.cli import exit_code
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.mpii import nominal_intrinsics
 from dfa_ray.data.preview import draw_skeleton, save_png
 from dfa_ray.data.records import dataset_files, read_records
 from dfa_ray.data.schema import RecordError, table_to_rows
-from dfa_ray.model import predict
-from dfa_ray.skeleton import NUM_JOINTS, ROOT
+from dfa_ray.method import checkpoints, heatmaps
+from dfa_ray.method.model import predict
+from dfa_ray.method.skeleton import NUM_JOINTS, ROOT
 from dfa_ray.storage import StorageError
 
 # Errors that mean "this input or output is unusable": reported in one line, exit code 2.

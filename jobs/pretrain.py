@@ -10,7 +10,7 @@ command line): ``--config``, ``--source``, ``--test``, ``--storage``, ``--run-na
 the resolved config as ``<storage>/<run>/config.yaml``, trains on the source datasets (the synthetic
 benchmark by default, rendered if absent, target split included so the rounds find it), writes
 ``<storage>/<run>/pretrain/model.pt``, evaluates it on the test set and commits the stage
-(``pretrain/COMMITTED.json``, ``metrics.jsonl``) through ``dfa_ray.selftrain.pretrain``, the very
+(``pretrain/COMMITTED.json``, ``metrics.jsonl``) through ``dfa_ray.driver.pretrain``, the very
 code the driver runs. ``jobs/self_train.py --resume`` with the same config then starts at round 1.
 
 An existing run is refused unless ``--resume`` is given; with it, a run whose pretraining is already
@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from dfa_ray import cli
 from dfa_ray.config import Config
-from dfa_ray.selftrain import load_inputs, open_run, pretrain
+from dfa_ray.driver import load_inputs, open_run, pretrain
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[Config, bool]:

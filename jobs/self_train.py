@@ -14,13 +14,13 @@ from __future__ import annotations
 import sys
 
 from dfa_ray.cli import run_driver
-from dfa_ray.selftrain import self_train
+from dfa_ray.driver import self_train
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the driver; exit 2 with one ``error:`` line on a bad config, an existing run or one another
     driver holds, or an unusable input or storage (``dfa_ray.cli.DRIVER_ERRORS``); 1 with one when Ray
-    does not start (``DRIVER_FAILURES``); 3 when the driver loses the run's lease (``dfa_ray.lease``)."""
+    does not start (``DRIVER_FAILURES``); 3 when the driver loses the run's lease (``dfa_ray.ops.lease``)."""
     return run_driver("self_train", __doc__, argv, self_train)
 
 

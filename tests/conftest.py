@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from dfa_ray.objectstore import EmbeddedS3
+from dfa_ray.ops.objectstore import EmbeddedS3
 
 
 @pytest.fixture(scope="session")

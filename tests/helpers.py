@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.data.images import encode_image
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
-from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.skeleton import BONES, PARENTS
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import ModelConfig, PoseModel
+from dfa_ray.method.skeleton import BONES, PARENTS
 
 # The smallest model the stages accept: for tests of plumbing, not of accuracy.
 TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)

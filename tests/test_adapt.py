@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray.adapt import DFANet, frozen_decode, grad_scaler, make_batch, train_step
-from dfa_ray.heatmaps import gaussian_marginals
-from dfa_ray.losses import heatmap_loss
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.method.adapt import DFANet, frozen_decode, grad_scaler, make_batch, train_step
+from dfa_ray.method.heatmaps import gaussian_marginals
+from dfa_ray.method.losses import heatmap_loss
+from dfa_ray.method.model import ModelConfig, PoseModel
 
 CONFIG = ModelConfig()
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import backbones, checkpoints
-from dfa_ray.model import ModelConfig, PoseModel, create_model
+from dfa_ray.method import backbones, checkpoints
+from dfa_ray.method.model import ModelConfig, PoseModel, create_model
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
 # Real photos (tests/fixtures/photos/SOURCES.md) and their ImageNet classes.

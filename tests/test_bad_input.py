@@ -3,7 +3,7 @@ frame, a skip that is counted, reported by frame_id and bounded by ``label.max_e
 
 One section per item of the issue's list; where another file already covers an item fully, a
 comment points to it instead of a second copy. Nothing here starts Ray: the driver's checks run
-before it, and the tests replace ``selftrain.connect`` with a function that fails if it is reached.
+before it, and the tests replace ``driver.connect`` with a function that fails if it is reached.
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dfa_ray import checkpoints, selftrain, storage
+from dfa_ray import driver, storage
 from dfa_ray.config import Config, ConfigError, LabelConfig, load_config, replace
 from dfa_ray.data.images import ImageError, decode_image, encode_image
 from dfa_ray.data.records import check_frame_ids, read_records, write_records
-from dfa_ray.data.schema import BadRecordsError, EmptyDatasetError, rows_to_table
-from dfa_ray.data.validation import InputError
-from dfa_ray.model import PoseModel
-from dfa_ray.policy import num_kept
-from dfa_ray.rundir import RunDir
+from dfa_ray.data.schema import EmptyDatasetError, rows_to_table
+from dfa_ray.data.validation import BadRecordsError, InputError
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import PoseModel
+from dfa_ray.method.policy import num_kept
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import label as label_stage
 from dfa_ray.stages.label import (
     LABEL_SCHEMA,
@@ -67,7 +68,7 @@ def no_ray(monkeypatch):
     def connect(settings):
         raise AssertionError("Ray was started before the bad input was reported")
 
-    monkeypatch.setattr(selftrain, "connect", connect)
+    monkeypatch.setattr(driver, "connect", connect)
 
 
 def _run_driver(argv: list[str], capsys) -> str:
@@ -487,7 +488,7 @@ def test_an_unwritable_storage_uri_is_a_storage_error_naming_it(kind, tmp_path, 
             pytest.skip("root writes to read-only directories; 'below a file' covers root")
         (tmp_path / "ro").mkdir(mode=0o555)
         uri, reason = str(tmp_path / "ro" / "runs"), "Permission denied"
-    with pytest.raises(StorageError) as info, selftrain.open_run(Config(storage=uri), resume=False):
+    with pytest.raises(StorageError) as info, driver.open_run(Config(storage=uri), resume=False):
         pass
     assert str(info.value).startswith(f"storage {uri} is not writable: ") and reason in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
@@ -523,7 +524,7 @@ def test_a_missing_bucket_is_named_and_never_created(s3, tmp_path, capsys, no_ra
     bucket = f"dfa-missing-{secrets.token_hex(4)}"
     uri = f"s3://{bucket}/runs"
     # SeaweedFS creates a bucket on the first write to it: without the check this run would start.
-    with pytest.raises(StorageError) as info, selftrain.open_run(Config(storage=uri), resume=False):
+    with pytest.raises(StorageError) as info, driver.open_run(Config(storage=uri), resume=False):
         pass
     assert str(info.value) == f"storage {uri}: bucket s3://{bucket} does not exist; create it first"
     line = _run_driver(["--storage", uri], capsys)
@@ -536,8 +537,8 @@ def test_a_missing_bucket_is_named_and_never_created(s3, tmp_path, capsys, no_ra
 
 
 def test_the_run_on_an_existing_bucket_opens(s3_prefix, monkeypatch):
-    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
-    with selftrain.open_run(Config(storage=s3_prefix), resume=False) as run:
+    monkeypatch.setattr(driver, "connect", lambda settings: None)
+    with driver.open_run(Config(storage=s3_prefix), resume=False) as run:
         assert storage.exists(run.config)
 
 
@@ -586,12 +587,12 @@ def test_too_many_failed_frames_fail_the_round_naming_labels_limit_key_and_frame
 
 def test_a_round_that_failed_on_the_limit_resumes_with_a_higher_one(tmp_path, monkeypatch):
     config = Config(storage=str(tmp_path))
-    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
-    with selftrain.open_run(config, resume=False) as run:
+    monkeypatch.setattr(driver, "connect", lambda settings: None)
+    with driver.open_run(config, resume=False) as run:
         pass
-    selftrain.check_resume(run, replace(config, ["label.max_error_fraction=0.5"]), resume=True)
+    driver.check_resume(run, replace(config, ["label.max_error_fraction=0.5"]), resume=True)
     with pytest.raises(ConfigError, match="differs .* in: label.batch_size"):
-        selftrain.check_resume(run, replace(config, ["label.batch_size=3"]), resume=True)
+        driver.check_resume(run, replace(config, ["label.batch_size=3"]), resume=True)
 
 
 @settings(max_examples=40, deadline=None)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray.adapt import make_batch
-from dfa_ray.dann import DANNConfig, DANNNet, dann_step, reversal_coefficient, reverse_gradient
-from dfa_ray.model import ModelConfig, PoseModel, images_to_tensor
+from dfa_ray.method.adapt import make_batch
+from dfa_ray.method.dann import DANNConfig, DANNNet, dann_step, reversal_coefficient, reverse_gradient
+from dfa_ray.method.model import ModelConfig, PoseModel, images_to_tensor
 
 TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 16, 16), stem_width=8, decoder_width=16)
 

@@ -9,7 +9,7 @@ import pytest
 
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.h36m import convert_h36m, parse_sequence_name
-from dfa_ray.skeleton import JOINT_NAMES
+from dfa_ray.method.skeleton import JOINT_NAMES
 from tests.helpers import CLI_CROP, assert_subcommand_writes, project, random_poses
 
 # The 32 joints of the raw Human3.6M skeleton (metadata.xml order, as MargiPose names them) and the

@@ -9,7 +9,7 @@ import scipy.io
 
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.mpii import convert_mpii, nominal_intrinsics
-from dfa_ray.skeleton import JOINT_NAMES, MPII_JOINT_NAMES
+from dfa_ray.method.skeleton import JOINT_NAMES, MPII_JOINT_NAMES
 from tests.helpers import CLI_CROP, assert_subcommand_writes
 
 EMPTY = np.zeros((0, 0))  # what MATLAB stores for an unset struct field

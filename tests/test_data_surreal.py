@@ -16,7 +16,7 @@ from dfa_ray.data.surreal import (
     subject_and_action,
     world_to_camera_mm,
 )
-from dfa_ray.skeleton import JOINT_NAMES, SMPL_JOINT_NAMES, SMPL_TO_H36M
+from dfa_ray.method.skeleton import JOINT_NAMES, SMPL_JOINT_NAMES, SMPL_TO_H36M
 from tests.helpers import CLI_CROP, assert_subcommand_writes, random_poses
 
 H36M, SMPL = JOINT_NAMES.index, SMPL_JOINT_NAMES.index

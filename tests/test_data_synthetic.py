@@ -7,7 +7,7 @@ import pytest
 
 from dfa_ray.data import synthetic as syn
 from dfa_ray.data.images import decode_image
-from dfa_ray.skeleton import JOINT_NAMES
+from dfa_ray.method.skeleton import JOINT_NAMES
 from tests.helpers import project
 
 

@@ -19,7 +19,7 @@ from dfa_ray.data.crop import Box, CropSpec
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
-from dfa_ray.skeleton import JOINT_NAMES, MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M
+from dfa_ray.method.skeleton import JOINT_NAMES, MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M
 from tests.helpers import load_job, tiny_checkpoint
 
 prepare_data = load_job("prepare_data")

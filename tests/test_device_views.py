@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import device_views as dv
-from dfa_ray import transforms as tf
 from dfa_ray.data import synthetic
 from dfa_ray.data.images import decode_resized
-from dfa_ray.inference import DeviceModel, InferenceConfig
-from dfa_ray.model import ModelConfig, PoseModel, images_to_tensor, predict
-from dfa_ray.pseudo_label import pseudo_label
-from dfa_ray.views import sample_views, tensor_views
+from dfa_ray.method import device_views as dv
+from dfa_ray.method import transforms as tf
+from dfa_ray.method.inference import DeviceModel, InferenceConfig
+from dfa_ray.method.model import ModelConfig, PoseModel, images_to_tensor, predict
+from dfa_ray.method.pseudo_label import pseudo_label
+from dfa_ray.method.views import sample_views, tensor_views
 from tests.test_pseudo_label import FLOOR, _oracle, _scene
 
 SIZE = 64

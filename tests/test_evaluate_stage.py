@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dfa_ray import checkpoints, training
 from dfa_ray.config import LabelConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import read_records, write_records
 from dfa_ray.data.validation import InputError
+from dfa_ray.method import checkpoints, fitting
 from dfa_ray.stages.evaluate import COLUMNS, Evaluator, evaluate_frames, summarize_errors
 from dfa_ray.stages.label import decode_frames
 from tests.helpers import TINY, tiny_checkpoint
@@ -42,12 +42,12 @@ def test_set(tmp_path_factory):
 
 
 def _mean_pose(uri: str) -> np.ndarray:
-    return training.dataset_mean_pose([uri])
+    return fitting.dataset_mean_pose([uri])
 
 
 def in_process(uri: str, checkpoint: str, mean_pose: np.ndarray | None) -> dict:
     model, _ = checkpoints.load(checkpoint)
-    return training.evaluate(model, training.load_frames(uri, TINY.input_size), mean_pose=mean_pose)
+    return fitting.evaluate(model, fitting.load_frames(uri, TINY.input_size), mean_pose=mean_pose)
 
 
 def on_actors_without_ray(uri, checkpoint, out, mean_pose, batch_size, seed, corrupt=()):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.config import AdaptConfig, Config, ExperimentsConfig, LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.experiments import (
@@ -19,9 +18,10 @@ from dfa_ray.experiments import (
     table2_methods,
     trial_method,
 )
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.method import checkpoints
+from dfa_ray.method.fitting import Frames, PseudoLabeled, TrainConfig, adapt_fit
+from dfa_ray.method.model import ModelConfig, PoseModel
 from dfa_ray.stages.label import PseudoLabeler, decode_frames
-from dfa_ray.training import Frames, PseudoLabeled, TrainConfig, adapt_fit
 from tests.browser import image_sizes
 from tests.helpers import load_job
 

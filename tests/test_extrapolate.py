@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from dfa_ray import config as config_module
-from dfa_ray.drills import repo_root
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.method.model import ModelConfig, PoseModel
+from dfa_ray.ops.drills import repo_root
 from tests.helpers import load_script
 
 extrapolate = load_script("benchmarks/extrapolate.py")

@@ -21,12 +21,13 @@ import time
 import pytest
 import torch
 
-from dfa_ray import checkpoints, storage
+from dfa_ray import storage
 from dfa_ray.config import LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
-from dfa_ray.model import PoseModel
-from dfa_ray.objectstore import EmbeddedS3, free_ports
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import PoseModel
+from dfa_ray.ops.objectstore import EmbeddedS3, free_ports
 from dfa_ray.stages import train
 from dfa_ray.stages.label import label_frames, read_labels
 from tests.helpers import in_background, wait_for

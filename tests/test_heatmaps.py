@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import heatmaps as hm
 from dfa_ray.data import synthetic
-from dfa_ray.skeleton import BONES, JOINT_NAMES
+from dfa_ray.method import heatmaps as hm
+from dfa_ray.method.skeleton import BONES, JOINT_NAMES
 from tests.helpers import place_in_camera, project, random_poses
 
 

@@ -9,13 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from dfa_ray import checkpoints, heatmaps, metrics, selftrain, storage
+from dfa_ray import driver, storage
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
-from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.rundir import RunDir
+from dfa_ray.method import checkpoints, heatmaps, metrics
+from dfa_ray.method.fitting import evaluate, load_frames, predict_mm
+from dfa_ray.method.model import ModelConfig, PoseModel
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import train
-from dfa_ray.training import evaluate, load_frames, predict_mm
 from tests.helpers import load_job
 
 evaluate_job = load_job("evaluate")
@@ -266,7 +267,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
         calls.append((stage, num_frames, storage_uri, init_checkpoint))
         return PoseModel(config.model), {"loss": 1.5}
 
-    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
+    monkeypatch.setattr(driver, "connect", lambda settings: None)
     monkeypatch.setattr(train, "read_source", lambda uris: FakeDataset())
     monkeypatch.setattr(train, "run_stage", fake_run_stage)
     sets = [f"--set={flag}" for flag in TINY_FLAGS]
@@ -292,7 +293,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
     assert re.search(r"pretrain: MPJPE [\d.]+ mm \([\d.]+x mean pose [\d.]+\)", capsys.readouterr().out)
     # The driver, given the same flags and --resume, accepts the run and skips what is committed.
     config, _ = pretrain_job.parse_config([*argv, "--resume"])
-    selftrain.check_resume(run, config, resume=True)
+    driver.check_resume(run, config, resume=True)
     # Rerunning: refused without --resume, a no-op with it.
     assert pretrain_job.main(argv) == 2
     assert "--resume" in capsys.readouterr().err
@@ -302,7 +303,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
 
 
 def test_a_checkpoints_info_reads_as_one_short_line():
-    from dfa_ray.checkpoints import describe_info
+    from dfa_ray.method.checkpoints import describe_info
 
     line = describe_info({"stage": "round", "round": 3, "mean_pose": [[0.0, 0.0, 0.0]] * 17})
     assert line == "stage round, round 3, with its source's mean pose"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dfa_ray import selftrain, storage
+from dfa_ray import driver, storage
 from dfa_ray.config import ConfigError, differences, load_config, replace
-from dfa_ray.lease import LeaseHeld, RunLease
-from dfa_ray.rundir import RunDir
+from dfa_ray.ops.lease import LeaseHeld, RunLease
+from dfa_ray.ops.rundir import RunDir
 from tests.helpers import load_job, wait_for
 
 self_train_job = load_job("self_train")
@@ -83,7 +83,7 @@ def test_a_stale_lease_is_taken_over_and_that_is_logged(lease_uri):
 def test_a_lease_whose_process_on_this_machine_is_gone_is_taken_over_at_once(lease_uri):
     # A driver SIGKILLs itself while holding the lease, as a killed driver would leave it.
     code = (
-        "import os, signal, sys; from dfa_ray.lease import RunLease; "
+        "import os, signal, sys; from dfa_ray.ops.lease import RunLease; "
         "RunLease(sys.argv[1], log=print).acquire(); os.kill(os.getpid(), signal.SIGKILL)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -159,7 +159,7 @@ def test_a_holder_that_cannot_renew_for_half_its_timeout_stops(tmp_path):
 
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
 def test_a_second_driver_on_a_live_run_exits_2_in_one_line_before_ray(resume, lease_uri, capsys, monkeypatch):
-    monkeypatch.setattr(selftrain, "connect", lambda settings: pytest.fail("the second driver reached Ray"))
+    monkeypatch.setattr(driver, "connect", lambda settings: pytest.fail("the second driver reached Ray"))
     storage_uri = lease_uri.rpartition("/run/")[0]
     run = RunDir(storage_uri, "run")
     argv = ["--storage", storage_uri, "--run-name", "run", *(["--resume"] if resume else [])]

@@ -1,7 +1,7 @@
-"""dfa_ray.localcluster: worker nodes that are real `ray start` raylets, on one machine.
+"""dfa_ray.ops.localcluster: worker nodes that are real `ray start` raylets, on one machine.
 
 The scenario of tests/test_faults.py (a label stage loses the node of one of its actors and still
-labels every frame exactly once), but on the nodes users get from ``python -m dfa_ray.localcluster``
+labels every frame exactly once), but on the nodes users get from ``python -m dfa_ray.ops.localcluster``
 (separate ``ray start --block`` process groups on free ports, with token authentication) instead of
 ``ray.cluster_utils``' in-process nodes. Then ``stop()`` must leave no process of the cluster
 running, and the CLI must serve until SIGTERM and then stop all it started. About a minute on 2 cores.
@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfa_ray import checkpoints
 from dfa_ray.config import LabelConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import read_records, write_records
-from dfa_ray.localcluster import LocalRay, instructions
-from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.objectstore import EmbeddedS3
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import ModelConfig, PoseModel
+from dfa_ray.ops.localcluster import LocalRay, instructions
+from dfa_ray.ops.objectstore import EmbeddedS3
 from dfa_ray.stages.label import label_frames, read_labels
 from tests.helpers import in_background, wait_for
 
@@ -193,7 +193,7 @@ def test_cli_serves_a_cluster_until_sigterm_then_stops_all_it_started(tmp_path):
     output = tmp_path / "cli.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
     env["HOME"] = str(tmp_path / "home")  # a fresh machine: no ~/.ray/auth_token yet
-    command = [sys.executable, "-m", "dfa_ray.localcluster", "--workers", "1", "--worker-cpus", "1"]
+    command = [sys.executable, "-m", "dfa_ray.ops.localcluster", "--workers", "1", "--worker-cpus", "1"]
     command += ["--object-store-mb", "128", "--s3-dir", str(tmp_path / "s3")]
     with open(output, "w") as out:
         cli = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)

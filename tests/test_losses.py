@@ -1,7 +1,7 @@
 import torch
 
-from dfa_ray.heatmaps import Marginals, gaussian_marginals
-from dfa_ray.losses import heatmap_loss, kl_divergence, loss_weights
+from dfa_ray.method.heatmaps import Marginals, gaussian_marginals
+from dfa_ray.method.losses import heatmap_loss, kl_divergence, loss_weights
 
 
 def _targets(seed=0, b=4, size=16):

@@ -7,7 +7,7 @@ import pytest
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.transform import Rotation
 
-from dfa_ray.metrics import (
+from dfa_ray.method.metrics import (
     describe,
     mean_pose,
     mean_pose_baseline,
@@ -16,7 +16,7 @@ from dfa_ray.metrics import (
     procrustes_align,
     summarize,
 )
-from dfa_ray.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
+from dfa_ray.method.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
 
 
 def random_poses(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -2,10 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import heatmaps as hm
-from dfa_ray.adapt import DFANet, make_batch, train_step
-from dfa_ray.metrics import mpjpe
-from dfa_ray.model import ModelConfig, PoseModel, images_to_tensor, num_parameters, predict, training_layout
+from dfa_ray.method import heatmaps as hm
+from dfa_ray.method.adapt import DFANet, make_batch, train_step
+from dfa_ray.method.metrics import mpjpe
+from dfa_ray.method.model import (
+    ModelConfig,
+    PoseModel,
+    images_to_tensor,
+    num_parameters,
+    predict,
+    training_layout,
+)
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
 RESNET50 = ModelConfig(

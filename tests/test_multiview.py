@@ -1,4 +1,4 @@
-"""Calibration reading, triangulation, cross-view association and consistency (``dfa_ray.multiview``).
+"""Calibration reading, triangulation, cross-view association and consistency (``dfa_ray.data.multiview``).
 
 Synthetic cameras give exact answers; the four views of Pose2Sim's Demo_MultiPerson (``fixtures/pose2sim``,
 3 frames, real people, MediaPipe run for real) check that the Qualisys conventions are read right:
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfa_ray import multiview
-from dfa_ray.data import video
+from dfa_ray.data import multiview, video
 from dfa_ray.data.validation import InputError
-from dfa_ray.skeleton import ROOT
+from dfa_ray.method.skeleton import ROOT
 from tests.helpers import load_script, tiny_checkpoint
 
 FOOTAGE = Path(__file__).parent / "fixtures" / "pose2sim"

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dfa_ray import storage
-from dfa_ray.objectstore import EmbeddedS3, weed_binary
+from dfa_ray.ops.objectstore import EmbeddedS3, weed_binary
 
 
 def _error_code(call) -> str:
@@ -149,7 +149,7 @@ def test_cli_prints_the_endpoint_not_the_secret_and_stops_on_sigterm(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "dfa_ray.objectstore",
+        "dfa_ray.ops.objectstore",
         "--dir",
         str(tmp_path / "d"),
         "--bucket",

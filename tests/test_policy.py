@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dfa_ray.policy import Policy, Selection, num_kept, select
+from dfa_ray.method.policy import Policy, Selection, num_kept, select
 
 try:
     from hypothesis import given, settings

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from dfa_ray import heatmaps as hm
-from dfa_ray import transforms as tf
-from dfa_ray.pseudo_label import combine, pseudo_label, target_variance
-from dfa_ray.views import EquivarianceView, sample_views
+from dfa_ray.method import heatmaps as hm
+from dfa_ray.method import transforms as tf
+from dfa_ray.method.pseudo_label import combine, pseudo_label, target_variance
+from dfa_ray.method.views import EquivarianceView, sample_views
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
 SIZE = 64
@@ -71,7 +71,7 @@ def test_confidence_falls_with_disagreement_and_with_diffuse_views():
 
 
 def test_model_predictor_runs_on_real_views():
-    from dfa_ray.model import ModelConfig, PoseModel, predict
+    from dfa_ray.method.model import ModelConfig, PoseModel, predict
 
     gt, images, rng = _scene(n=4)
     model = PoseModel(ModelConfig())

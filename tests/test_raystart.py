@@ -1,4 +1,4 @@
-"""The driver's Ray (dfa_ray.raystart): a local start that times out is stopped and tried again, the
+"""The driver's Ray (dfa_ray.ops.raystart): a local start that times out is stopped and tried again, the
 local cluster listens on loopback only, and a driver whose Ray never starts fails in one line and
 leaves nothing that refuses the same command.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from dfa_ray import raystart
 from dfa_ray.config import ConfigError, RayConfig, load_config
-from dfa_ray.rundir import RunDir
+from dfa_ray.ops import raystart
+from dfa_ray.ops.rundir import RunDir
 from tests.helpers import load_job
 
 ray = pytest.importorskip("ray")

@@ -19,7 +19,6 @@ from dfa_ray.data.images import ImageError, decode_image, encode_image
 from dfa_ray.data.records import RecordWriter, read_records, read_records_with_report, write_records
 from dfa_ray.data.schema import (
     SCHEMA,
-    BadRecordsError,
     EmptyDatasetError,
     RecordError,
     SchemaError,
@@ -27,7 +26,7 @@ from dfa_ray.data.schema import (
     table_to_arrays,
     table_to_rows,
 )
-from dfa_ray.data.validation import validate_table
+from dfa_ray.data.validation import BadRecordsError, validate_table
 from tests.helpers import IMAGES, assert_rows_equal, make_rows, write_raw
 
 # --------------------------------------------------------------------------------------------- images

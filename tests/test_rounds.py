@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import checkpoints, experiments, metrics, rounds, selftrain
+from dfa_ray import driver, experiments
 from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig, WorkersConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
-from dfa_ray.drills import KILL_POINTS
 from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial
-from dfa_ray.model import PoseModel
-from dfa_ray.policy import Policy
-from dfa_ray.rundir import RunDir
-from dfa_ray.training import Frames, TrainConfig
+from dfa_ray.method import checkpoints, metrics, rounds
+from dfa_ray.method.fitting import Frames, TrainConfig
+from dfa_ray.method.model import PoseModel
+from dfa_ray.method.policy import Policy
+from dfa_ray.ops.drills import KILL_POINTS
+from dfa_ray.ops.rundir import RunDir
 from tests.helpers import TINY
 
 
@@ -84,7 +85,7 @@ def _dataset(path, n: int) -> str:
 
 
 def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tmp_path, monkeypatch):
-    assert selftrain.run_rounds is rounds.run_rounds is experiments.run_rounds
+    assert driver.run_rounds is rounds.run_rounds is experiments.run_rounds
     target = _dataset(tmp_path / "target", 4)
     config = Config(
         storage=str(tmp_path / "runs"), run_name="r", rounds=4, model=TINY,
@@ -96,15 +97,15 @@ def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tm
     run = RunDir(config.storage, config.run_name)
     for k in (0, 1):  # an earlier attempt committed pretraining and round 1
         run.commit(k, {"evaluation": {"stage": "round", "round": k}})
-    inputs = selftrain.Inputs([target], target, target, 4, None)
-    monkeypatch.setattr(selftrain, "connect", lambda settings: None)
-    monkeypatch.setattr(selftrain, "load_inputs", lambda config, log: inputs)
-    monkeypatch.setattr(selftrain, "pretrain", lambda *args: pytest.fail("pretraining is committed"))
+    inputs = driver.Inputs([target], target, target, 4, None)
+    monkeypatch.setattr(driver, "connect", lambda settings: None)
+    monkeypatch.setattr(driver, "load_inputs", lambda config, log: inputs)
+    monkeypatch.setattr(driver, "pretrain", lambda *args: pytest.fail("pretraining is committed"))
     seen = []
-    monkeypatch.setattr(selftrain, "run_rounds", lambda *args: seen.append(args))
-    selftrain.self_train(config, resume=True, log=lambda _: None)
+    monkeypatch.setattr(driver, "run_rounds", lambda *args: seen.append(args))
+    driver.self_train(config, resume=True, log=lambda _: None)
     [(backend, policy, todo, epochs, _)] = seen
-    assert isinstance(backend, selftrain.RayRounds) and backend.num_target == 4
+    assert isinstance(backend, driver.RayRounds) and backend.num_target == 4
     assert todo == range(2, 5) and policy == config.policy_schedule and epochs == config.adapt.epochs
 
 

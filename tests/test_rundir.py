@@ -8,8 +8,8 @@ import json
 import pytest
 
 from dfa_ray import storage
-from dfa_ray.lease import RunLease
-from dfa_ray.rundir import RunDir
+from dfa_ray.ops.lease import RunLease
+from dfa_ray.ops.rundir import RunDir
 
 
 def _evaluation(k: int) -> dict:

@@ -3,7 +3,7 @@
 Slow (a few minutes on 2 cores): the smoke config, 2 train workers, 2 label actors. While the job
 runs, a second driver on its run is refused (the run's lease). The driver-kill test runs the driver
 as a plain process joined to the same cluster (as ``ray job submit`` would), so it can SIGKILL it at
-a chosen line of its output (``dfa_ray.drills``); each --resume takes the killed driver's lease over.
+a chosen line of its output (``dfa_ray.ops.drills``); each --resume takes the killed driver's lease over.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 
 from dfa_ray import storage
 from dfa_ray.config import load_config
-from dfa_ray.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
-from dfa_ray.localcluster import Job, LocalRay
-from dfa_ray.policy import num_kept
-from dfa_ray.rundir import RunDir
+from dfa_ray.method.policy import num_kept
+from dfa_ray.ops.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
+from dfa_ray.ops.localcluster import Job, LocalRay
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages.evaluate import summarize_errors
 from dfa_ray.stages.label import read_labels
 from tests.helpers import wait_for

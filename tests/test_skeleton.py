@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dfa_ray import skeleton as sk
+from dfa_ray.method import skeleton as sk
 
 
 def test_h36m_order_and_tree():

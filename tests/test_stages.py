@@ -12,23 +12,23 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from dfa_ray import checkpoints, training
 from dfa_ray.config import AdaptConfig, LabelConfig, load_config
 from dfa_ray.data import synthetic
-from dfa_ray.model import PoseModel
-from dfa_ray.policy import num_kept
+from dfa_ray.method import checkpoints, fitting
+from dfa_ray.method.fitting import TrainConfig
+from dfa_ray.method.model import PoseModel
+from dfa_ray.method.policy import num_kept
+from dfa_ray.method.views import frame_views
 from dfa_ray.stages import train
 from dfa_ray.stages.label import (
     LABEL_SCHEMA,
     PseudoLabeler,
     decode_frames,
-    frame_views,
     read_labels,
     select_labels,
 )
 from dfa_ray.stages.progress import EpochLine
 from dfa_ray.stages.train import AttachPseudoLabels, source_batch, target_batch
-from dfa_ray.training import TrainConfig
 from tests.helpers import TINY, tiny_checkpoint
 
 
@@ -259,12 +259,12 @@ def _pretraining(ray_train_worker: dict, epochs: int) -> train.WorkerLoop:
 def test_the_ray_train_worker_trains_through_the_one_loop_and_resumes_from_its_state(
     ray_train_worker, monkeypatch
 ):
-    # The worker's loop and schedule are training's own, the ones fit, adapt_fit and DANN use.
-    assert train.run_epochs is training.run_epochs and train.make_schedule is training.make_schedule
+    # The worker's loop and schedule are fitting's own, the ones fit, adapt_fit and DANN use.
+    assert train.run_epochs is fitting.run_epochs and train.make_schedule is fitting.make_schedule
     calls = []
 
     def spy(name):
-        real = getattr(training, name)
+        real = getattr(fitting, name)
         return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
 
     for name in ("run_epochs", "make_schedule"):

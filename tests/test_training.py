@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from dfa_ray import dann, heatmaps, training
 from dfa_ray.config import AdaptConfig
 from dfa_ray.data.synthetic import generate
-from dfa_ray.model import ModelConfig, PoseModel
-from dfa_ray.training import (
+from dfa_ray.method import dann, fitting, heatmaps
+from dfa_ray.method.fitting import (
     Frames,
     PseudoLabeled,
     TrainConfig,
@@ -18,6 +17,7 @@ from dfa_ray.training import (
     run_epochs,
     subset_frames,
 )
+from dfa_ray.method.model import ModelConfig, PoseModel
 from tests.helpers import TINY
 
 
@@ -66,15 +66,15 @@ def test_evaluate_needs_3d_labels(rows):
 def test_fit_adapt_fit_and_dann_train_through_the_one_loop_and_schedule(rows, monkeypatch):
     """One step loop (``run_epochs``) and one schedule (``make_schedule``) for every training in
     memory; ``tests/test_stages.py`` shows the Ray Train worker uses the same two."""
-    assert dann.run_epochs is training.run_epochs and dann.make_schedule is training.make_schedule
+    assert dann.run_epochs is fitting.run_epochs and dann.make_schedule is fitting.make_schedule
     calls = []
 
     def spy(name, real):
         return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
 
     for name in ("run_epochs", "make_schedule"):
-        wrapped = spy(name, getattr(training, name))
-        for module in (training, dann):
+        wrapped = spy(name, getattr(fitting, name))
+        for module in (fitting, dann):
             monkeypatch.setattr(module, name, wrapped)
     torch.manual_seed(0)
     frames = Frames.from_rows(rows[:16], input_size=32)
@@ -122,9 +122,9 @@ def test_recolour_reaches_the_source_batches_of_every_training(rows, monkeypatch
     """``recolour`` in a stage's config recolours its labeled (source) images in pretraining,
     adaptation and DANN alike, and leaves them alone when off."""
     seen = []
-    real = training.transforms.recolour
+    real = fitting.transforms.recolour
     monkeypatch.setattr(
-        training.transforms, "recolour", lambda images, rng: seen.append(len(images)) or real(images, rng)
+        fitting.transforms, "recolour", lambda images, rng: seen.append(len(images)) or real(images, rng)
     )
     frames = Frames.from_rows(rows[:16], input_size=32)
     model = PoseModel(TINY)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dfa_ray import heatmaps as hm
-from dfa_ray import transforms as tf
-from dfa_ray.skeleton import FLIP_PERMUTATION, JOINT_NAMES
+from dfa_ray.method import heatmaps as hm
+from dfa_ray.method import transforms as tf
+from dfa_ray.method.skeleton import FLIP_PERMUTATION, JOINT_NAMES
 from tests.helpers import place_in_camera, random_poses
 
 SIZE = 64

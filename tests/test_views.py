@@ -10,10 +10,10 @@ import pytest
 
 from dfa_ray.config import LabelConfig, differences, load_config
 from dfa_ray.data import synthetic
-from dfa_ray.model import images_to_tensor
-from dfa_ray.pseudo_label import pseudo_label
-from dfa_ray.stages.label import PseudoLabeler, decode_frames, frame_views
-from dfa_ray.views import EquivarianceView, Views, host_views, sample_views, tensor_views
+from dfa_ray.method.model import images_to_tensor
+from dfa_ray.method.pseudo_label import pseudo_label
+from dfa_ray.method.views import EquivarianceView, Views, frame_views, host_views, sample_views, tensor_views
+from dfa_ray.stages.label import PseudoLabeler, decode_frames
 from tests.helpers import TINY, tiny_checkpoint
 from tests.test_pseudo_label import FLOOR, _oracle, _scene
 

@@ -4,7 +4,7 @@ The Human3.6M, SURREAL and MPII converters (``h36m``, ``surreal``, ``mpii``) dif
 read their published layouts; each hands a full frame, its intrinsics and the person's joints to
 ``person_row``, which cuts the crop and builds the row (schema below).
 
-**Pixel convention** (as ``dfa_ray.heatmaps`` and OpenCV): pixel centres sit at integer
+**Pixel convention** (as ``dfa_ray.method.heatmaps`` and OpenCV): pixel centres sit at integer
 coordinates, so a frame of width ``W`` spans ``[-0.5, W - 0.5]``. A square box of side ``s`` centred
 at ``(bx, by)`` is mapped onto an ``N``-pixel crop by the similarity ``u' = k u + tx``,
 ``v' = k v + ty`` with ``k = N / s`` and ``t = (N - 1) / 2 - k b``: the box centre lands on the crop
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from dfa_ray.data.images import encode_image
-from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.method.skeleton import NUM_JOINTS
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from dfa_ray.data.crop import CropSpec, person_row, read_rgb
-from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.method.skeleton import NUM_JOINTS
 
 SPLITS: dict[str, tuple[str, ...]] = {"train": ("S1", "S5", "S6", "S7", "S8"), "test": ("S9", "S11")}
 CAMERAS = ("54138969", "55011271", "58860488", "60457274")

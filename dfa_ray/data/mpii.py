@@ -46,7 +46,7 @@ import scipy.io
 from scipy.io.matlab import mat_struct
 
 from dfa_ray.data.crop import CropSpec, person_row, read_rgb
-from dfa_ray.skeleton import MPII_JOINT_NAMES, MPII_TO_H36M, map_joints
+from dfa_ray.method.skeleton import MPII_JOINT_NAMES, MPII_TO_H36M, map_joints
 
 SPLITS = ("train",)
 ANNOTATION_FILES = ("mpii_human_pose_v1_u12_1.mat", "mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat")

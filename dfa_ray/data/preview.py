@@ -14,7 +14,7 @@ import numpy as np
 
 from dfa_ray import storage
 from dfa_ray.data.images import decode_image, encode_image
-from dfa_ray.skeleton import BONES, JOINT_NAMES
+from dfa_ray.method.skeleton import BONES, JOINT_NAMES
 
 _LEFT, _RIGHT, _CENTRE = (255, 220, 0), (0, 220, 255), (255, 255, 255)
 _SUBPIXEL_BITS = 4  # cv2 drawing takes fixed-point coordinates: 1/16 px

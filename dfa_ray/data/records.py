@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from dfa_ray import storage
 from dfa_ray.data.schema import (
     SCHEMA,
-    BadRecordsError,
     EmptyDatasetError,
     SchemaError,
     check_file_schema,
@@ -36,7 +35,7 @@ from dfa_ray.data.schema import (
     conform,
     rows_to_table,
 )
-from dfa_ray.data.validation import InputError, ValidationReport, check_rows
+from dfa_ray.data.validation import BadRecordsError, InputError, ValidationReport, check_rows
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,13 @@ float arrays or None, ``camera`` array-like ``(4,)``, ``joints_valid`` ``(17,)``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dfa_ray.skeleton import NUM_JOINTS
-
-if TYPE_CHECKING:
-    from dfa_ray.data.validation import ValidationReport
+from dfa_ray.method.skeleton import NUM_JOINTS
 
 SCHEMA_VERSION = "1"
 _VERSION_KEY = b"dfa_ray.record_schema"
@@ -82,17 +79,6 @@ class SchemaError(RecordError):
 
 class EmptyDatasetError(RecordError):
     """No Parquet files, or no rows, at a dataset URI."""
-
-
-class BadRecordsError(RecordError):
-    """Rows failed validation; ``.report.bad`` lists every ``(frame_id, reason)``."""
-
-    def __init__(self, report: ValidationReport) -> None:
-        self.report = report
-        lines = [f"  {frame_id}: {reason}" for frame_id, reason in report.bad]
-        super().__init__(
-            f"{report.source}: {len(report.bad)} bad frame(s) of {report.num_rows}:\n" + "\n".join(lines)
-        )
 
 
 # --------------------------------------------------------------------------------------- row <-> table

@@ -49,7 +49,7 @@ import numpy as np
 import scipy.io
 
 from dfa_ray.data.crop import CropSpec, person_row
-from dfa_ray.skeleton import SMPL_JOINT_NAMES, SMPL_TO_H36M, map_joints
+from dfa_ray.method.skeleton import SMPL_JOINT_NAMES, SMPL_TO_H36M, map_joints
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from dfa_ray.data.images import encode_image
-from dfa_ray.skeleton import BONES, JOINT_NAMES, NOMINAL_BONE_MM
+from dfa_ray.method.skeleton import BONES, JOINT_NAMES, NOMINAL_BONE_MM
 
 # Bump when a change alters rendered frames: cached datasets are named after it, so none goes stale.
 RENDERER_VERSION = 3

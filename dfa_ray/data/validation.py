@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dfa_ray.data.images import ImageError, check_square, decode_image, image_size
-from dfa_ray.data.schema import LIST_WIDTHS, conform
+from dfa_ray.data.schema import LIST_WIDTHS, RecordError, conform
 
 
 class InputError(ValueError):
@@ -82,6 +82,17 @@ class ValidationReport:
                 f"actions ({len(self.actions)}): {counts(self.actions)}",
                 f"bad frames:  {len(self.bad)}",
             ]
+        )
+
+
+class BadRecordsError(RecordError):
+    """Rows failed validation; ``.report.bad`` lists every ``(frame_id, reason)``."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        lines = [f"  {frame_id}: {reason}" for frame_id, reason in report.bad]
+        super().__init__(
+            f"{report.source}: {len(report.bad)} bad frame(s) of {report.num_rows}:\n" + "\n".join(lines)
         )
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from dfa_ray.data.crop import Box, CropSpec, person_box, person_row, read_rgb
 from dfa_ray.data.mpii import nominal_intrinsics
 from dfa_ray.data.validation import InputError
-from dfa_ray.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, NUM_JOINTS, map_joints
+from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, NUM_JOINTS, map_joints
 
 if sys.version_info >= (3, 11):
     import tomllib

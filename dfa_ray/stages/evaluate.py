@@ -13,7 +13,7 @@ decode tasks, then a pool of the label section's actors, one model load each on 
     error                        string    null, or why the frame's image could not be decoded
 
 ``summarize_errors`` reads them back in the driver and returns ``metrics.aggregate`` of them: the
-summary ``training.evaluate`` gives in one process (the experiments' trials), from the same
+summary ``fitting.evaluate`` gives in one process (the experiments' trials), from the same
 per-frame errors through the same function. The errors stay float64 on the way, so the two differ
 only where the model's float32 forward pass does (another batch size and thread count).
 """
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from dfa_ray import checkpoints, heatmaps, metrics
 from dfa_ray.config import LabelConfig
 from dfa_ray.data.validation import InputError
-from dfa_ray.inference import DeviceModel
-from dfa_ray.skeleton import NUM_JOINTS, ROOT
+from dfa_ray.method import checkpoints, heatmaps, metrics
+from dfa_ray.method.inference import DeviceModel
+from dfa_ray.method.skeleton import NUM_JOINTS, ROOT
 from dfa_ray.stages.label import through_actors
 from dfa_ray.stages.read import check_each_frame_once, read_output
 
@@ -48,7 +48,7 @@ def _truth(value: Any) -> np.ndarray | None:
 class Evaluator:
     """Ray Data callable class: loads a checkpoint once and scores batches of decoded test frames
     (``label.decode_frames``) against their joints_3d, in mm at each frame's true root depth, as
-    ``training.evaluate`` does, and beside ``mean_pose`` when one is given."""
+    ``fitting.evaluate`` does, and beside ``mean_pose`` when one is given."""
 
     def __init__(self, checkpoint_uri: str, config: LabelConfig, mean_pose: np.ndarray | None) -> None:
         model, _ = checkpoints.load(checkpoint_uri)

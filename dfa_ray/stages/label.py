@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,16 +31,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from dfa_ray import checkpoints, storage
+from dfa_ray import storage
 from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import ImageError, decode_resized, image_size
 from dfa_ray.data.validation import InputError
-from dfa_ray.inference import DeviceModel
-from dfa_ray.policy import select
-from dfa_ray.pseudo_label import pseudo_label, target_variance
-from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray.method import checkpoints
+from dfa_ray.method.inference import DeviceModel
+from dfa_ray.method.policy import select
+from dfa_ray.method.pseudo_label import pseudo_label, target_variance
+from dfa_ray.method.skeleton import NUM_JOINTS
+from dfa_ray.method.views import Views, frame_views, tensor_views
 from dfa_ray.stages.read import check_each_frame_once, read_output, read_parquet
-from dfa_ray.views import View, Views, sample_views, tensor_views
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ LABEL_SCHEMA = pa.schema(
 
 # Failed frames listed by frame_id in a round's statistics (all of them are counted).
 MAX_LISTED_FAILURES = 20
-
-
-def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, kinds: Sequence[View]) -> Views:
-    """Each frame's transforms of the views ``kinds`` (``label.views``), a pure function of (seed, round,
-    frame_id): a rerun labels identically, and a frame gets the same views in any batch."""
-    rngs = [np.random.default_rng([seed, round_index, zlib.crc32(str(f).encode())]) for f in frame_ids]
-    return sample_views(rngs, kinds)
 
 
 def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

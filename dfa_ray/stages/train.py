@@ -2,7 +2,7 @@
 
 Each worker reads its shard of the ``source`` dataset (and, when adapting, of the selected ``target``
 frames with their pseudo-labels), decodes batches, and trains a ``DFANet`` wrapped by
-``prepare_model`` through ``training.run_epochs``, the loop ``fit`` and ``adapt_fit`` run, with
+``prepare_model`` through ``fitting.run_epochs``, the loop ``fit`` and ``adapt_fit`` run, with
 ``training``'s optimiser and schedule. Every rank runs exactly ``steps_per_epoch`` steps: the shards are
 split equally and read as endless streams, so no rank waits in an all-reduce another never reaches.
 Rank 0 reports a checkpoint every epoch (model, optimiser, schedule), which is what a restarted
@@ -24,17 +24,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from dfa_ray import checkpoints, storage
-from dfa_ray.adapt import Batch, DFANet, grad_scaler, pseudo_label_batch
+from dfa_ray import storage
 from dfa_ray.config import AdaptConfig, Config
 from dfa_ray.data.images import decode_resized
 from dfa_ray.data.records import dataset_files
 from dfa_ray.data.schema import REQUIRED_COLUMNS
 from dfa_ray.data.validation import InputError
-from dfa_ray.model import ModelConfig, PoseModel, create_model, training_layout
-from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.stages.read import read_parquet
-from dfa_ray.training import (
+from dfa_ray.method import checkpoints
+from dfa_ray.method.adapt import Batch, DFANet, grad_scaler, pseudo_label_batch
+from dfa_ray.method.fitting import (
     Frames,
     Pair,
     TrainConfig,
@@ -44,7 +42,10 @@ from dfa_ray.training import (
     make_schedule,
     run_epochs,
 )
-from dfa_ray.transforms import EquivarianceRange
+from dfa_ray.method.model import ModelConfig, PoseModel, create_model, training_layout
+from dfa_ray.method.skeleton import NUM_JOINTS
+from dfa_ray.method.transforms import EquivarianceRange
+from dfa_ray.stages.read import read_parquet
 
 SOURCE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "action")] + ["joints_valid"]
 _STATE_FILE = "train_state.pt"
@@ -162,7 +163,7 @@ def _resume(
 
 def train_loop(loop: WorkerLoop) -> None:
     """Ray Train's ``train_loop_per_worker`` (bound to ``loop``): one stage on this worker's shards,
-    through ``training.run_epochs``, whose epoch hook reports metrics and rank 0's checkpoint."""
+    through ``fitting.run_epochs``, whose epoch hook reports metrics and rank 0's checkpoint."""
     import ray.train
     import ray.train.torch
 

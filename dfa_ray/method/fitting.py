@@ -12,22 +12,20 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from dfa_ray import bounds, heatmaps, metrics, transforms
-from dfa_ray.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
+from dfa_ray import bounds
 from dfa_ray.data.images import decode_resized, image_size
 from dfa_ray.data.records import dataset_files, read_records
 from dfa_ray.data.schema import table_to_arrays, table_to_rows
-from dfa_ray.model import PoseModel, predict
-from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.transforms import EquivarianceRange
-
-if TYPE_CHECKING:  # config imports this module for TrainConfig
-    from dfa_ray.config import AdaptConfig
+from dfa_ray.method import heatmaps, metrics, transforms
+from dfa_ray.method.adapt import Batch, DFANet, grad_scaler, make_batch, pseudo_label_batch, train_step
+from dfa_ray.method.model import PoseModel, predict
+from dfa_ray.method.skeleton import NUM_JOINTS
+from dfa_ray.method.transforms import EquivarianceRange, InvarianceRange
 
 
 @dataclass
@@ -117,6 +115,27 @@ class TrainConfig:
         bounds.non_negative(self, "weight_decay")
         if self.optimizer not in ("adam", "sgd"):
             raise bounds.FieldError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class AdaptConfig(TrainConfig):
+    """One adaptation stage per round: ``alpha * KL(source) + beta * KL(target pseudo-labels)``."""
+
+    epochs: int = 2
+    lr: float = 1e-3
+    alpha: float = 1.0
+    beta: float = 1.0
+    dfa: bool = True  # the target term updates the encoder only (decoder frozen for the target branch)
+    # Colour-transform each target image anew every step (labels are unchanged by it), so the encoder
+    # is trained towards the ensemble's label, not its own view. Its own ranges, the invariance
+    # view's by default: a section reads no other section's settings.
+    target_invariance: bool = True
+    target_invariance_ranges: InvarianceRange = InvarianceRange()
+    weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bounds.non_negative(self, "alpha", "beta")
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -1,6 +1,6 @@
 """A MargiPose-style network: an ``encoder`` and a ``decoder`` of three marginal heatmaps.
 
-The encoder is chosen by ``model.backbone`` (``dfa_ray.backbones``): the from-scratch ResNet-style
+The encoder is chosen by ``model.backbone`` (``dfa_ray.method.backbones``): the from-scratch ResNet-style
 network below (basic or bottleneck blocks, configurable depth and width), EfficientNet-Lite0 with
 the ImageNet weights that ship with it, or a torchvision-layout ResNet cut at stride 8 whose weights
 the user supplies. ``create_model`` loads the pretrained weights (``model.pretrained``). The decoder upsamples
@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfa_ray import backbones, bounds
-from dfa_ray.heatmaps import Marginals, soft_argmax
-from dfa_ray.skeleton import NUM_JOINTS
+from dfa_ray import bounds
+from dfa_ray.method import backbones
+from dfa_ray.method.heatmaps import Marginals, soft_argmax
+from dfa_ray.method.skeleton import NUM_JOINTS
 
 
 @dataclass(frozen=True)

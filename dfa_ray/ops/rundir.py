@@ -1,6 +1,6 @@
 """The layout of a run in storage, and the commit rule that makes ``--resume`` safe.
 
-    <storage>/<run>/LEASE.json               the running driver's lease (dfa_ray.lease), while one runs
+    <storage>/<run>/LEASE.json               the running driver's lease (dfa_ray.ops.lease), while one runs
     <storage>/<run>/config.yaml              the resolved config the run was started with
     <storage>/<run>/metrics.jsonl            one JSON line per committed evaluation (rebuilt, never appended)
     <storage>/<run>/pretrain/                model.pt, ray/ (Ray Train's files), eval/, COMMITTED.json
@@ -24,7 +24,7 @@ import re
 import pyarrow.fs as pafs
 
 from dfa_ray import storage
-from dfa_ray.lease import RunLease
+from dfa_ray.ops.lease import RunLease
 
 MANIFEST = "COMMITTED.json"
 _ROUND = re.compile(r"^round-(\d+)$")

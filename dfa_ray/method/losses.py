@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dfa_ray.heatmaps import Marginals
+from dfa_ray.method.heatmaps import Marginals
 
 
 def kl_divergence(logits: Marginals, targets: Marginals) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dfa_ray import storage
-from dfa_ray.model import ModelConfig, PoseModel
+from dfa_ray.method.model import ModelConfig, PoseModel
 
 FILENAME = "model.pt"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive

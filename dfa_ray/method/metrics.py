@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dfa_ray.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
+from dfa_ray.method.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
 
 # A pose whose spread is below this fraction of its coordinates' magnitude is a single point up to
 # rounding: scale and rotation are then undefined, so alignment falls back to a pure translation

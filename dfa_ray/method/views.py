@@ -22,6 +22,7 @@ puts its host reference in ``transforms`` and its batched twin in ``device_views
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -29,8 +30,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from dfa_ray import device_views
-from dfa_ray.transforms import (
+from dfa_ray.method import device_views
+from dfa_ray.method.transforms import (
     EquivarianceParams,
     EquivarianceRange,
     InvarianceParams,
@@ -175,3 +176,10 @@ def tensor_views(images: torch.Tensor, views: Views) -> torch.Tensor:
     """The views of a ``(B, 3, S, S)`` image tensor as one ``(V*B, 3, S, S)`` batch, built where the
     tensor is (the model's device)."""
     return torch.cat([kind.device(images, p) for kind, p in zip(views.kinds, views.params)])
+
+
+def frame_views(frame_ids: Sequence[str], seed: int, round_index: int, kinds: Sequence[View]) -> Views:
+    """Each frame's transforms of the views ``kinds`` (``label.views``), a pure function of (seed, round,
+    frame_id): a rerun labels identically, and a frame gets the same views in any batch."""
+    rngs = [np.random.default_rng([seed, round_index, zlib.crc32(str(f).encode())]) for f in frame_ids]
+    return sample_views(rngs, kinds)

@@ -12,7 +12,7 @@ sees it through the 0600 file, which is deleted on stop.
 
 CLI (for demos)::
 
-    python -m dfa_ray.objectstore --dir /tmp/s3data --bucket dfa-ray [--env-file s3.env]
+    python -m dfa_ray.ops.objectstore --dir /tmp/s3data --bucket dfa-ray [--env-file s3.env]
 
 prints the endpoint (never the secret), optionally writes the client variables to a 0600 env file,
 and serves until Ctrl-C.
@@ -370,7 +370,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve an embedded S3 until Ctrl-C; prints the endpoint, never the secret."""
-    parser = argparse.ArgumentParser(prog="python -m dfa_ray.objectstore", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dfa_ray.ops.objectstore", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dir", required=True, help="data directory (created if missing; reused if present)")
     parser.add_argument("--bucket", default="dfa-ray", help="bucket to create (default: dfa-ray)")
     parser.add_argument(

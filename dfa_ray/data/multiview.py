@@ -37,7 +37,7 @@ import numpy as np
 
 from dfa_ray.data.validation import InputError
 from dfa_ray.data.video import Camera
-from dfa_ray.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, map_joints
+from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, map_joints
 
 # Qualisys stores focal lengths and principal points in subpixels of its sensor, 64 to a pixel.
 _QUALISYS_SUBPIXELS = 64.0

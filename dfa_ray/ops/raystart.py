@@ -39,7 +39,7 @@ def loopback_only() -> Iterator[None]:
     process reads the switch at import: the processes this start spawns take it from the environment
     (and pass it on to the workers they spawn later); this process, which has imported Ray already,
     from the constant it read. Both are restored afterwards, so that a later multi-node ``ray start``
-    from this process (dfa_ray.localcluster) is not refused.
+    from this process (dfa_ray.ops.localcluster) is not refused.
     """
     from ray._private import ray_constants
 

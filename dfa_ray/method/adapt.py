@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from dfa_ray.heatmaps import Marginals, gaussian_marginals
-from dfa_ray.losses import heatmap_loss, loss_weights
-from dfa_ray.model import PoseModel, images_to_tensor
-from dfa_ray.transforms import (
+from dfa_ray.method.heatmaps import Marginals, gaussian_marginals
+from dfa_ray.method.losses import heatmap_loss, loss_weights
+from dfa_ray.method.model import PoseModel, images_to_tensor
+from dfa_ray.method.transforms import (
     EquivarianceRange,
     InvarianceRange,
     apply_invariance,

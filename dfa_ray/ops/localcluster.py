@@ -15,7 +15,7 @@ driver and every task and actor without appearing on a command line.
 
 CLI: the embedded S3 and a head with 0 CPUs plus 2 worker nodes of 2 CPUs each, until Ctrl-C::
 
-    python -m dfa_ray.localcluster --workers 2 --worker-cpus 2
+    python -m dfa_ray.ops.localcluster --workers 2 --worker-cpus 2
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfa_ray.objectstore import EmbeddedS3, free_ports
+from dfa_ray.ops.objectstore import EmbeddedS3, free_ports
 
 # A port Ray defaults to a fixed number (the dashboard agent's 52365), or picks once and caches in
 # the session directory that every raylet on this machine shares, clashes as soon as a second node
@@ -427,7 +427,7 @@ def instructions(cluster: LocalRay, s3: EmbeddedS3) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Serve the embedded S3 and a local multi-node Ray cluster until Ctrl-C; never prints the secret."""
     parser = argparse.ArgumentParser(
-        prog="python -m dfa_ray.localcluster",
+        prog="python -m dfa_ray.ops.localcluster",
         description="A Ray head, worker nodes and the embedded S3 on this machine, until Ctrl-C.",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")

@@ -17,20 +17,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from dfa_ray import checkpoints, storage
 from dfa_ray import config as config_module
+from dfa_ray import storage
 from dfa_ray.config import Config, DataConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import check_frame_ids, read_records, write_records
 from dfa_ray.data.validation import InputError
-from dfa_ray.lease import RunLease
-from dfa_ray.model import PoseModel, create_model
-from dfa_ray.policy import num_kept
-from dfa_ray.raystart import connect
-from dfa_ray.rounds import evaluation, result_line, run_rounds, timed
-from dfa_ray.rundir import RunDir
+from dfa_ray.method import checkpoints
+from dfa_ray.method.fitting import dataset_mean_pose
+from dfa_ray.method.model import PoseModel, create_model
+from dfa_ray.method.policy import num_kept
+from dfa_ray.method.rounds import evaluation, result_line, run_rounds, timed
+from dfa_ray.ops.lease import RunLease
+from dfa_ray.ops.raystart import connect
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import evaluate, label, train
-from dfa_ray.training import dataset_mean_pose
 
 Log = Callable[[str], None]
 
@@ -165,7 +166,7 @@ def open_run(config: Config, resume: bool, log: Log = print, ray_train: bool = T
 
     The storage and the inputs are checked before anything is written (storage.check_bucket,
     check_inputs, which ``ray_train`` is passed to). Then the run's lease is taken
-    (``dfa_ray.lease``: a second driver on a live run stops here with LeaseHeld), the run checked
+    (``dfa_ray.ops.lease``: a second driver on a live run stops here with LeaseHeld), the run checked
     against ``resume`` while it is held (check_resume), Ray started or joined (connect), and only
     then the config saved. A driver that fails before that
     (a bad input, a held run, Ray not starting) leaves nothing that changes what the same command

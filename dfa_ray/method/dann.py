@@ -21,11 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfa_ray import bounds
-from dfa_ray.adapt import Batch, autocast, backward_step, grad_scaler
-from dfa_ray.losses import heatmap_loss
-from dfa_ray.model import PoseModel, images_to_tensor
-from dfa_ray.skeleton import NUM_JOINTS
-from dfa_ray.training import (
+from dfa_ray.method.adapt import Batch, autocast, backward_step, grad_scaler
+from dfa_ray.method.fitting import (
     Frames,
     Pair,
     TrainConfig,
@@ -35,7 +32,10 @@ from dfa_ray.training import (
     make_schedule,
     run_epochs,
 )
-from dfa_ray.transforms import rigid_augment
+from dfa_ray.method.losses import heatmap_loss
+from dfa_ray.method.model import PoseModel, images_to_tensor
+from dfa_ray.method.skeleton import NUM_JOINTS
+from dfa_ray.method.transforms import rigid_augment
 
 
 @dataclass(frozen=True)

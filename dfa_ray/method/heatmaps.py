@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dfa_ray.skeleton import JOINT_NAMES, NOMINAL_BONE_MM, PARENTS
+from dfa_ray.method.skeleton import JOINT_NAMES, NOMINAL_BONE_MM, PARENTS
 
 
 class Marginals(NamedTuple):

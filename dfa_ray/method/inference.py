@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from dfa_ray import bounds
-from dfa_ray.heatmaps import Marginals, soft_argmax
-from dfa_ray.model import PoseModel, images_to_tensor
+from dfa_ray.method.heatmaps import Marginals, soft_argmax
+from dfa_ray.method.model import PoseModel, images_to_tensor
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

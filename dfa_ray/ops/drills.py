@@ -29,11 +29,11 @@ from pathlib import Path
 from dfa_ray import storage
 from dfa_ray.config import Config
 from dfa_ray.data.records import read_records
-from dfa_ray.rundir import RunDir
-from dfa_ray.selftrain import synthetic_uri
+from dfa_ray.driver import synthetic_uri
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages.label import read_labels
 
-# The driver's progress lines that start each part of a run (see selftrain.self_train).
+# The driver's progress lines that start each part of a run (see driver.self_train).
 KILL_POINTS = {
     "pretraining": r"pretrain: \d+ epochs on",
     "pretrain checkpoint": r"pretrain: checkpoint",
@@ -167,4 +167,4 @@ def synthetic_target_ids(storage_uri: str, config: Config) -> list[str]:
 
 def repo_root() -> Path:
     """The checkout this module belongs to (where ``jobs/self_train.py`` is)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 For each round k: pseudo-label every target frame with the current model -> keep the policy's
 fraction -> read the kept frames -> adapt -> checkpoint -> evaluate -> commit. ``run_rounds`` runs
 these steps in this order, times each, logs each, and builds the round's record; a
-``RoundBackend`` does them. ``selftrain.RayRounds`` does them on Ray (Ray Data labeling, Ray Train
+``RoundBackend`` does them. ``driver.RayRounds`` does them on Ray (Ray Data labeling, Ray Train
 adaptation, evaluation on Ray Data actors, each round a committed ``RunDir`` stage): that is
 ``jobs/self_train.py``.
 ``experiments.InMemoryRounds`` does them in one process on frames held in memory, seeded: that is
@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from dfa_ray import metrics
-from dfa_ray.policy import Policy
+from dfa_ray.method import metrics
+from dfa_ray.method.policy import Policy
 
 Log = Callable[[str], None]
 
@@ -62,7 +62,7 @@ def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
 
 def evaluation(stage: str, round_index: int, summary: dict) -> dict:
     """The record of one evaluation (a metrics.jsonl line): ``summary`` is ``metrics.aggregate``'s,
-    on the actors (the driver) or in one process (``training.evaluate``, the experiments)."""
+    on the actors (the driver) or in one process (``fitting.evaluate``, the experiments)."""
     return {"stage": stage, "round": round_index, **summary}
 
 

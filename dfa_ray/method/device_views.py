@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dfa_ray.transforms import EquivarianceParams, InvarianceParams
+from dfa_ray.method.transforms import EquivarianceParams, InvarianceParams
 
 # ITU-R BT.601 luma, as the host path's grey.
 _LUMA = (0.299, 0.587, 0.114)

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from dfa_ray.transforms import mean_variance
-from dfa_ray.views import Views, host_views
+from dfa_ray.method.transforms import mean_variance
+from dfa_ray.method.views import Views, host_views
 
 # the views' images -> (normalised joints (V*B, J, 3), per-axis variances (V*B, J, 3)), as numpy
 Predictor = Callable[[Any], tuple[np.ndarray, np.ndarray]]

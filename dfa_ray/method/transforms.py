@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from dfa_ray import bounds
-from dfa_ray.skeleton import FLIP_PERMUTATION
+from dfa_ray.method.skeleton import FLIP_PERMUTATION
 
 
 @dataclass(frozen=True)
