@@ -114,7 +114,8 @@ def with_absolute_storage(config: Config) -> Config:
     """``config`` with a local ``storage`` made absolute where the driver stands: Ray Train's workers
     run in a directory of their own, where ``runs`` (the default) names nothing. Data and checkpoint
     paths stay as given: the driver and Ray Data resolve them, and a job's working directory moves."""
-    if "://" in config.storage:  # s3:// and file:// name the same place from anywhere
+    # s3:// and file:// name the same place from anywhere; an empty one is refused with its reason later.
+    if not config.storage or "://" in config.storage:
         return config
     return dataclasses.replace(config, storage=str(Path(config.storage).expanduser().absolute()))
 

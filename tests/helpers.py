@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
 import time
@@ -16,12 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import encode_image
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.method import checkpoints
 from dfa_ray.method.model import ModelConfig, PoseModel
 from dfa_ray.method.skeleton import BONES, PARENTS
+from dfa_ray.stages.evaluate import COLUMNS, Evaluator
+from dfa_ray.stages.label import decode_frames
 
 # The smallest model the stages accept: for tests of plumbing, not of accuracy.
 TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
@@ -200,3 +204,22 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def on_actors_without_ray(uri, checkpoint, out, mean_pose, batch_size, seed, corrupt=()):
+    """The stage's steps on batches of ``batch_size`` shuffled frames, each batch written as its own
+    file, as Ray Data's blocks arrive: ``decode_frames``, then an ``Evaluator``."""
+    table = read_records(uri, columns=COLUMNS, validate=False)
+    table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
+    actor = Evaluator(checkpoint, LabelConfig(), mean_pose)
+    os.makedirs(out, exist_ok=True)
+    for offset in range(0, table.num_rows, batch_size):
+        part = table.slice(offset, batch_size)
+        batch = {name: part.column(name).to_numpy(zero_copy_only=False) for name in COLUMNS}
+        for i, frame_id in enumerate(batch["frame_id"]):
+            if frame_id in corrupt:
+                batch["image"][i] = batch["image"][i][:-30]  # a truncated PNG
+        rows = actor(decode_frames(batch, TINY.input_size))
+        columns = {name: list(v) if v.ndim > 1 else v.tolist() for name, v in rows.items()}
+        pq.write_table(pa.table(columns), os.path.join(out, f"part-{offset:05d}.parquet"))
+    return out

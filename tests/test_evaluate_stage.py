@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,7 +13,7 @@ from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints, fitting
 from dfa_ray.stages.evaluate import COLUMNS, Evaluator, evaluate_frames, summarize_errors
 from dfa_ray.stages.label import decode_frames
-from tests.helpers import TINY, tiny_checkpoint
+from tests.helpers import TINY, on_actors_without_ray, tiny_checkpoint
 
 # The actors' model runs its float32 forward pass on other batches and with another thread count
 # than the in-process evaluation, so predictions may differ in their last bits (~1e-7 relative);
@@ -48,25 +45,6 @@ def _mean_pose(uri: str) -> np.ndarray:
 def in_process(uri: str, checkpoint: str, mean_pose: np.ndarray | None) -> dict:
     model, _ = checkpoints.load(checkpoint)
     return fitting.evaluate(model, fitting.load_frames(uri, TINY.input_size), mean_pose=mean_pose)
-
-
-def on_actors_without_ray(uri, checkpoint, out, mean_pose, batch_size, seed, corrupt=()):
-    """The stage's steps on batches of ``batch_size`` shuffled frames, each batch written as its own
-    file, as Ray Data's blocks arrive: ``decode_frames``, then an ``Evaluator``."""
-    table = read_records(uri, columns=COLUMNS, validate=False)
-    table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
-    actor = Evaluator(checkpoint, LabelConfig(), mean_pose)
-    os.makedirs(out, exist_ok=True)
-    for offset in range(0, table.num_rows, batch_size):
-        part = table.slice(offset, batch_size)
-        batch = {name: part.column(name).to_numpy(zero_copy_only=False) for name in COLUMNS}
-        for i, frame_id in enumerate(batch["frame_id"]):
-            if frame_id in corrupt:
-                batch["image"][i] = batch["image"][i][:-30]  # a truncated PNG
-        rows = actor(decode_frames(batch, TINY.input_size))
-        columns = {name: list(v) if v.ndim > 1 else v.tolist() for name, v in rows.items()}
-        pq.write_table(pa.table(columns), os.path.join(out, f"part-{offset:05d}.parquet"))
-    return out
 
 
 def assert_same_summary(got: dict, expected: dict) -> None:

@@ -16,8 +16,9 @@ from dfa_ray.method import checkpoints, heatmaps, metrics
 from dfa_ray.method.fitting import evaluate, load_frames, predict_mm
 from dfa_ray.method.model import ModelConfig, PoseModel
 from dfa_ray.ops.rundir import RunDir
+from dfa_ray.stages import evaluate as evaluate_stage
 from dfa_ray.stages import train
-from tests.helpers import load_job
+from tests.helpers import load_job, on_actors_without_ray
 
 evaluate_job = load_job("evaluate")
 predict_job = load_job("predict")
@@ -270,6 +271,12 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
     monkeypatch.setattr(driver, "connect", lambda settings: None)
     monkeypatch.setattr(train, "read_source", lambda uris: FakeDataset())
     monkeypatch.setattr(train, "run_stage", fake_run_stage)
+
+    # The evaluation actors' steps in this process: Ray Data would start a Ray and leave it running.
+    def evaluate_in_process(test, model, out, config, size, mean_pose):
+        on_actors_without_ray(test, model, out, mean_pose, batch_size=4, seed=0)
+
+    monkeypatch.setattr(evaluate_stage, "evaluate_frames", evaluate_in_process)
     sets = [f"--set={flag}" for flag in TINY_FLAGS]
     argv = [
         "--storage", str(tmp_path), "--run-name", "r", "--source", assets["data"], "--target", assets["no3d"],
