@@ -154,9 +154,14 @@ def load_script(path: str) -> ModuleType:
     module; ``path`` is relative to the repository root."""
     spec = importlib.util.spec_from_file_location(Path(path).stem, Path(__file__).resolve().parents[1] / path)
     module = importlib.util.module_from_spec(spec)
-    # Registered before it runs, as an import would be: dataclasses look their module up by name.
+    # Registered while it runs, as an import would be: dataclasses look their module up by name.
+    # Not after: cloudpickle would then send its functions to Ray workers by a module name that
+    # they cannot import (no module named 'experiments'), instead of by value as a script's.
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
     return module
 
 
