@@ -29,7 +29,7 @@ from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints, heatmaps, metrics
 from dfa_ray.method.inference import DeviceModel
 from dfa_ray.method.skeleton import NUM_JOINTS, ROOT
-from dfa_ray.stages.label import through_actors
+from dfa_ray.stages.label import decoded, through_actors
 from dfa_ray.stages.read import check_each_frame_once, read_output
 
 COLUMNS = ["frame_id", "image", "joints_3d", "camera", "action"]
@@ -58,15 +58,9 @@ class Evaluator:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``decode_frames`` columns in, the module's columns out (same rows, same order)."""
-        n, size = len(batch["frame_id"]), self.input_size
-        # "No error" is anything but a string: an all-None column arrives as float NaN.
-        errors = [e if isinstance(e, str) else None for e in batch["error"]]
+        n = len(batch["frame_id"])
+        images, errors = decoded(batch, self.input_size, "evaluator")
         truth = [_truth(j) for j in batch["joints_3d"]]
-        images = np.asarray(batch["image"])
-        if images.shape != (n, size, size, 3):
-            raise ValueError(
-                f"the evaluator's model takes {size} px crops; decoded images are {images.shape}"
-            )
         scored = np.flatnonzero([e is None and t is not None for e, t in zip(errors, truth)])
         keys = ["mpjpe", "pa_mpjpe"] + (
             ["mean_pose_mpjpe", "mean_pose_pa_mpjpe"] if self.mean_pose is not None else []

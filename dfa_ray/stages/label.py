@@ -85,6 +85,17 @@ def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
     }
 
 
+def decoded(batch: dict[str, np.ndarray], size: int, actor: str) -> tuple[np.ndarray, list[str | None]]:
+    """A ``decode_frames`` batch as its ``actor`` receives it: the crops, checked to be the ``size``
+    its model takes, and each frame's failure or None."""
+    images = np.asarray(batch["image"])
+    if images.shape != (len(batch["frame_id"]), size, size, 3):
+        raise ValueError(f"the {actor}'s model takes {size} px crops; decoded images are {images.shape}")
+    # A frame failed only where decode_frames wrote a reason. Ray Data hands a column of nothing
+    # but None on as float NaN (Arrow's null type), so "no error" is anything but a string.
+    return images, [e if isinstance(e, str) else None for e in batch["error"]]
+
+
 class PseudoLabeler:
     """Ray Data callable class: loads the round's checkpoint once, labels batches of decoded frames,
     building the views on the model's device (``views.tensor_views``)."""
@@ -106,13 +117,8 @@ class PseudoLabeler:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``decode_frames`` columns in, LABEL_SCHEMA columns out (same rows, same order)."""
         frame_ids = [str(f) for f in batch["frame_id"]]
-        # A frame failed only where decode_frames wrote a reason. Ray Data hands a column of nothing
-        # but None on as float NaN (Arrow's null type), so "no error" is anything but a string.
-        errors = [e if isinstance(e, str) else None for e in batch["error"]]
-        images = np.asarray(batch["image"])
-        n, size = len(frame_ids), self.input_size
-        if images.shape != (n, size, size, 3):
-            raise ValueError(f"the labeler's model takes {size} px crops; decoded images are {images.shape}")
+        images, errors = decoded(batch, self.input_size, "labeler")
+        n = len(frame_ids)
         good = np.flatnonzero([e is None for e in errors])
         joints = np.full((n, NUM_JOINTS * 3), np.nan, np.float32)
         joint_confidence = np.zeros((n, NUM_JOINTS), np.float32)
