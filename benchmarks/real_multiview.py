@@ -13,7 +13,9 @@ across the cameras (``multiview.associate``) and triangulated into a pseudo-grou
 their number from frame to frame by their triangulated pelvis (``track``).
 
 Written under ``--out`` (a new directory): ``records/``, the crops of every person found as
-schema-v1 unlabeled records (a self-training target: ``jobs/self_train.py --target OUT/records``);
+schema-v1 records with MediaPipe's 2D as machine-made ``joints_2d`` (``video.MACHINE_LABELS``; a
+self-training target, whose labels are unused: ``jobs/self_train.py --target OUT/records``, and a
+2D-only source for the paper's "w/ MPII" setting: ``--source-2d OUT/records``);
 ``results.json``, printed too: how many people and views were triangulated, the pseudo-ground-truth's
 reprojection error, and for the model (``jobs/predict.py``'s path: the record's crop camera, the
 bone-length depth prior), MediaPipe's own 3D (its world landmarks, mapped to H36M-17) and the
@@ -82,7 +84,7 @@ def detect(
         report = video.VideoReport(str(source.path))
         for people in video.video_people(source, report, every, max_people=max_people):
             for person in people:
-                rows.append(person.row(source.name, intrinsics))
+                rows.append(person.row(source.name, intrinsics, labels_2d=True))
                 seen[person.index][view].append(Seen(rows[-1]["frame_id"], person.landmarks))
         print(report.summary(), file=sys.stderr, flush=True)
     return rows, dict(seen)
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
     if not any(p.valid[ROOT] for p in found):
         raise InputError(f"{args.footage}: no person was triangulated with a pelvis in any frame")
     records = args.out / "records"
-    write_records(rows, records)
+    write_records(rows, records, machine_labels=video.MACHINE_LABELS)
     frames = predict.record_frames(str(records), 0)
     coords = predict.predict_frames(model, frames, args.batch_size)
     mean_pose = None if info.get("mean_pose") is None else np.asarray(info["mean_pose"], np.float64)

@@ -111,7 +111,7 @@ def train_scaling(
     """Images/s of DFA adaptation on round 1's selected frames for each train-worker count."""
     kept = run.read_manifest(1)["selection"]["num_kept"]
     datasets = {
-        "source": train.read_source(source),
+        "source": train.read_source(source, seed=0),
         "target": train.read_selected_target(target, run.selected(1), config.label.rows_per_block),
     }
     rows = []

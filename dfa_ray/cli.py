@@ -40,6 +40,7 @@ DRIVER_FAILURES: tuple[type[BaseException], ...] = (RayStartError,)
 # flag -> config key; a flag given on the command line becomes an override.
 _FLAGS = {
     "source": "data.source",
+    "source_2d": "data.source_2d",
     "target": "data.target",
     "test": "data.test",
     "storage": "storage",
@@ -59,6 +60,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="YAML config (e.g. configs/demo.yaml); defaults otherwise")
     parser.add_argument("--source", nargs="+", help="labeled source datasets (default: synthetic-source)")
+    parser.add_argument(
+        "--source-2d", nargs="+", help="2D-only labeled datasets added to the source (the paper's w/ MPII)"
+    )
     parser.add_argument("--target", help="unlabeled target dataset (default: synthetic-real train)")
     parser.add_argument("--test", help="target test dataset with joints_3d (default: synthetic-real test)")
     parser.add_argument("--storage", help="local directory or s3://bucket/prefix for runs and data")

@@ -49,6 +49,9 @@ class DataConfig:
     """Where frames come from. Empty/None means the embedded synthetic benchmark, generated if absent."""
 
     source: tuple[str, ...] = ()  # labeled schema-v1 datasets (3D and 2D-only mixed)
+    # 2D-only labeled datasets added to the source, whichever it is: the paper's "w/ MPII" setting
+    # (MPII, or real frames with machine-made 2D from prepare_data.py video --labels-2d).
+    source_2d: tuple[str, ...] = ()
     target: str | None = None  # unlabeled (or labeled, labels unused) real frames
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000

@@ -21,7 +21,7 @@ from dfa_ray import config as config_module
 from dfa_ray import storage
 from dfa_ray.config import Config, DataConfig
 from dfa_ray.data import synthetic
-from dfa_ray.data.records import check_frame_ids, read_records, write_records
+from dfa_ray.data.records import check_frame_ids, machine_labels, read_records, write_records
 from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints
 from dfa_ray.method.fitting import dataset_mean_pose
@@ -75,6 +75,7 @@ def resolve_data(config: Config, log: Log) -> tuple[list[str], str, str]:
     source = list(data.source) or [
         synthetic_dataset(root, "synthetic-source", "train", data.synthetic_source_frames, config, log)
     ]
+    source += data.source_2d
     target = data.target or synthetic_dataset(
         root, "synthetic-real", "train", data.synthetic_target_frames, config, log
     )
@@ -125,6 +126,15 @@ def check_inputs(config: Config, ray_train: bool = True) -> None:
             raise InputError(str(exc)) from None
     data = config.data
     source = sum(check_frame_ids(uri) for uri in data.source) if data.source else data.synthetic_source_frames
+    for uri in data.source_2d:
+        source += check_frame_ids(uri)
+        labels = read_records(uri, columns=["joints_2d", "joints_3d"], validate=False)
+        if labels.column("joints_3d").null_count < len(labels):
+            raise InputError(
+                f"data.source_2d {uri}: has frames with joints_3d; give 3D sources as data.source"
+            )
+        if labels.column("joints_2d").null_count == len(labels):
+            raise InputError(f"data.source_2d {uri}: none of its {len(labels)} frames has joints_2d")
     target = check_frame_ids(data.target) if data.target else data.synthetic_target_frames
     if data.test:
         check_frame_ids(data.test)
@@ -207,6 +217,10 @@ def load_inputs(config: Config, log: Log) -> Inputs:
     """The source, target and test URIs (rendered if synthetic and absent), the test set's size and
     the source's mean pose; Ray must be up (open_run)."""
     source, target, test = resolve_data(config, log)
+    for uri in source:
+        made = machine_labels(uri)
+        if made:
+            log(f"source {uri}: {made}")
     return Inputs(source, target, test, check_frame_ids(test), dataset_mean_pose(source))
 
 
@@ -235,7 +249,7 @@ def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> d
     else:
         log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(inputs.source)}")
         with timed(seconds, "read"):
-            dataset = train.read_source(inputs.source)
+            dataset = train.read_source(inputs.source, seed=config.seed * 1000)
             num_frames = dataset.count()
         with timed(seconds, "train"):
             model, stats = train.run_stage(
@@ -281,7 +295,7 @@ class RayRounds:
     def read(self, k: int, kept: str) -> dict:
         """The source and the kept target frames as materialised Ray datasets."""
         return {
-            "source": train.read_source(self.inputs.source),
+            "source": train.read_source(self.inputs.source, seed=self.config.seed * 1000 + k),
             "target": train.read_selected_target(self.inputs.target, kept, self.config.label.rows_per_block),
         }
 

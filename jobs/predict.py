@@ -29,6 +29,8 @@ a schema-v1 dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet``
   yellow, right limbs cyan.
   ``<name>`` is the file's name without extension, or the frame_id, with every character other than
   letters, digits, ``.``, ``_`` and ``-`` replaced by ``_`` (a repeated name gets ``-2``, ``-3``...).
+- with ``--sheet K``, ``sheet.png``: K of those pictures, evenly spaced through the frames in the
+  order read (a video's frames in time), two to a row, each captioned with its frame_id or file.
 
 **Millimetres.** Normalised z is in units of the crop's half-width at the root's depth, so metric
 joints need the crop camera and the root (pelvis) depth. For records the camera is the record's.
@@ -234,6 +236,21 @@ def picture(frame: Frame, coords: np.ndarray, joints_mm: np.ndarray, size: int) 
     return np.hstack([left, draw_3d(joints_mm, size, "3D (mm)")])
 
 
+def contact_sheet(pictures: list[np.ndarray], captions: list[str], columns: int = 2) -> np.ndarray:
+    """Equal-sized pictures in a grid ``columns`` wide, in order, each captioned at its bottom left."""
+    height, width = pictures[0].shape[:2]
+    rows = -(-len(pictures) // columns)
+    sheet = np.zeros((rows * height, columns * width, 3), np.uint8)
+    for i, (image, caption) in enumerate(zip(pictures, captions)):
+        y, x = (i // columns) * height, (i % columns) * width
+        tile = image.copy()
+        cv2.putText(
+            tile, caption, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA
+        )
+        sheet[y : y + height, x : x + width] = tile
+    return sheet
+
+
 def _rounded(array: np.ndarray | None, digits: int) -> list | None:
     return None if array is None else np.round(np.asarray(array, np.float64), digits).tolist()
 
@@ -277,13 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--root-depth-mm", type=float, default=DEFAULT_ROOT_DEPTH_MM,
         help="image files only: the ASSUMED root (pelvis) depth that sets joints_mm's scale (default 5000)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sheet", type=int, default=0, metavar="K", help="also write sheet.png: K pictures evenly spaced"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1...")
     return parser
 
 
 def _check(args: argparse.Namespace) -> None:
-    limits = (("--n", args.n, 0), ("--panel-size", args.panel_size, 16), ("--batch-size", args.batch_size, 1))
+    limits = (
+        ("--n", args.n, 0),
+        ("--panel-size", args.panel_size, 16),
+        ("--batch-size", args.batch_size, 1),
+        ("--sheet", args.sheet, 0),
+    )
     for flag, value, low in limits:
         if value < low:
             raise ValueError(f"{flag} must be at least {low}, got {value}")
@@ -308,7 +333,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         frames = record_frames(args.data, args.n)
     coords = predict_frames(model, frames, args.batch_size)
     lines, used = [], set()
-    for frame, joints in zip(frames, coords):
+    on_sheet = set(np.linspace(0, len(frames) - 1, min(args.sheet, len(frames))).round().astype(int).tolist())
+    tiles: list[np.ndarray] = []
+    for index, (frame, joints) in enumerate(zip(frames, coords)):
         name, copy = frame.name, 1
         while name in used:
             copy += 1
@@ -316,7 +343,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         used.add(name)
         joints_mm, root_depth = to_mm(frame, joints)
         pixels = heatmaps.normalised_to_pixels(joints[:, :2], frame.crop.shape[0]) + np.array(frame.offset)
-        save_png(picture(frame, joints, joints_mm, args.panel_size), storage.join(args.out, f"{name}.png"))
+        image = picture(frame, joints, joints_mm, args.panel_size)
+        save_png(image, storage.join(args.out, f"{name}.png"))
+        if index in on_sheet:
+            tiles.append(image)
         lines.append(
             {
                 frame.key: frame.source,
@@ -332,6 +362,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         )
     text = "".join(json.dumps(line) + "\n" for line in lines)
     storage.write_bytes(storage.join(args.out, PREDICTIONS), text.encode())
+    if tiles:
+        captions = [str(frames[i].source) for i in sorted(on_sheet)]
+        save_png(contact_sheet(tiles, captions), storage.join(args.out, "sheet.png"))
     _note(f"wrote {len(lines)} predictions and pictures to {args.out}")
     return lines
 

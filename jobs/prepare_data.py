@@ -4,7 +4,7 @@
     python jobs/prepare_data.py h36m      --root H36M_PROCESSED --split train --every 5 --out URI
     python jobs/prepare_data.py surreal   --root SURREAL/data/cmu --split train --every 10 --out URI
     python jobs/prepare_data.py mpii      --root MPII_DIR --out URI
-    python jobs/prepare_data.py video     VIDEO_OR_IMAGE_FOLDER --every 5 --out URI [--calibration FILE]
+    python jobs/prepare_data.py video     VIDEO_OR_FOLDER --every 5 --out URI [--calibration F] [--labels-2d]
     python jobs/prepare_data.py validate  URI [--headers-only]
     python jobs/prepare_data.py grid      synthetic-source synthetic-real [URI ...] --out samples.png
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dfa_ray import storage
 from dfa_ray.cli import exit_code
-from dfa_ray.data import h36m, mpii, preview, surreal, synthetic, video
+from dfa_ray.data import h36m, mpii, multiview, preview, surreal, synthetic, video
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.records import MiB, dataset_files, read_records, read_records_with_report, write_records
 from dfa_ray.data.schema import RecordError, table_to_rows
@@ -58,11 +58,24 @@ def _progress(
     )
 
 
-def _write(rows: Iterable[dict], args: argparse.Namespace, label: str, total: int | None = None) -> int:
+def _write(
+    rows: Iterable[dict],
+    args: argparse.Namespace,
+    label: str,
+    total: int | None = None,
+    machine_labels: str | None = None,
+) -> int:
     # Refuse before converting anything: a converter may run for hours before its first shard.
     if storage.list_files(args.out, suffix=".parquet"):
         raise FileExistsError(f"{args.out} already holds a dataset; choose a new --out")
-    summary = write_records(_progress(rows, label, total), args.out, target_shard_bytes=args.shard_mb * MiB)
+    if machine_labels:
+        print(f"labels: {machine_labels}")
+    summary = write_records(
+        _progress(rows, label, total),
+        args.out,
+        target_shard_bytes=args.shard_mb * MiB,
+        machine_labels=machine_labels,
+    )
     if summary.num_frames == 0:
         print(f"error: {label}: no frames matched; nothing written to {args.out}", file=sys.stderr)
         return 2
@@ -174,6 +187,8 @@ def add_mpii(subparsers: argparse._SubParsersAction) -> None:
 
 def _video_camera(args: argparse.Namespace, source: video.FrameSource) -> video.Camera:
     """The full frame's camera the flags give, or the nominal one of uncalibrated footage."""
+    if args.calibration and args.calibration.name.endswith(".qca.txt"):
+        return multiview.qca_camera(args.calibration, args.camera)
     if args.calibration:
         return video.read_calibration(args.calibration, args.camera)
     if args.camera:
@@ -194,8 +209,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     if any(camera.distortion):
         print(f"camera: lens distortion {list(camera.distortion)} is not removed from the frames")
     report = video.VideoReport(str(args.input))
-    rows = video.video_rows(source, camera, report, args.every, _crop(args), args.max_people)
-    code = _write(rows, args, f"video/{source.name}")
+    rows = video.video_rows(source, camera, report, args.every, _crop(args), args.max_people, args.labels_2d)
+    code = _write(
+        rows, args, f"video/{source.name}", machine_labels=video.MACHINE_LABELS if args.labels_2d else None
+    )
     print(report.summary())
     return code
 
@@ -204,7 +221,7 @@ def add_video(subparsers: argparse._SubParsersAction) -> None:
     """Register ``video``."""
     parser = subparsers.add_parser(
         "video",
-        help="real footage (a video or an image folder): every person found by MediaPipe Pose, unlabeled",
+        help="real footage (a video or an image folder): every person MediaPipe Pose finds",
         description=video.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -212,8 +229,16 @@ def add_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--every", type=int, default=1, help="read every n-th frame (default 1)")
     parser.add_argument("--max-people", type=int, default=4, help="people to look for in a frame")
     parser.add_argument("--name", help="the source's name in frame ids (default: the file or folder name)")
+    parser.add_argument(
+        "--labels-2d",
+        action="store_true",
+        help="keep MediaPipe's 2D landmarks as joints_2d: machine-made labels, marked so in the files "
+        "(a 2D-only source: data.source_2d)",
+    )
     camera = parser.add_mutually_exclusive_group()
-    camera.add_argument("--calibration", type=Path, help="Pose2Sim / Sports2D calibration TOML")
+    camera.add_argument(
+        "--calibration", type=Path, help="Pose2Sim / Sports2D calibration TOML, or a Qualisys .qca.txt"
+    )
     camera.add_argument(
         "--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), help="full-frame pixels"
     )

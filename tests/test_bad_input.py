@@ -436,6 +436,17 @@ BAD_DRIVER_INPUTS = {
         lambda tmp: ["--test", str(pathlib.Path(_small_dataset(tmp, "test", 4, joints_3d=None)).parent)],
         r"data\.test \S+/test: none of its 4 frames has joints_3d",
     ),
+    "3D labels given as a 2D-only source": (
+        lambda tmp: ["--source-2d", str(pathlib.Path(_small_dataset(tmp, "mpii", 4)).parent)],
+        r"data\.source_2d \S+/mpii: has frames with joints_3d; give 3D sources as data\.source",
+    ),
+    "2D-only source without 2D labels": (
+        lambda tmp: [
+            "--source-2d",
+            str(pathlib.Path(_small_dataset(tmp, "mpii", 4, joints_3d=None, joints_2d=None)).parent),
+        ],
+        r"data\.source_2d \S+/mpii: none of its 4 frames has joints_2d",
+    ),
     "source too small for one step": (
         lambda tmp: ["--source", _small_dataset(tmp, "source", 4)],
         r"the source's 4 frames cannot fill one training step of "

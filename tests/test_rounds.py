@@ -109,6 +109,26 @@ def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tm
     assert todo == range(2, 5) and policy == config.policy_schedule and epochs == config.adapt.epochs
 
 
+def test_a_2d_only_source_joins_the_source_and_its_machine_made_labels_are_said(tmp_path):
+    source = _dataset(tmp_path / "source", 4)
+    rows = [
+        {**row, "joints_3d": None} for row in synthetic.generate("synthetic-real", "train", 3, crop_size=32)
+    ]
+    real_2d = str(tmp_path / "real-2d")
+    write_records(rows, real_2d, machine_labels="joints_2d are machine-made, not annotated: a detector")
+    config = Config(data=DataConfig(source=(source,), source_2d=(real_2d,), target=source, test=source))
+    driver.check_inputs(config, ray_train=False)
+    lines = []
+    inputs = driver.load_inputs(config, lines.append)
+    assert inputs.source == [source, real_2d]
+    assert lines == [f"source {real_2d}: joints_2d are machine-made, not annotated: a detector"]
+    # The mean-pose baseline is the 3D source's alone.
+    expected = driver.load_inputs(
+        Config(data=DataConfig(source=(source,), target=source, test=source)), print
+    )
+    np.testing.assert_array_equal(inputs.mean_pose, expected.mean_pose)
+
+
 def _trial_data() -> TrialData:
     def frames(domain: str, n: int) -> Frames:
         return Frames.from_rows(list(synthetic.generate(domain, "train", n, crop_size=48)), TINY.input_size)

@@ -365,3 +365,29 @@ def test_a_stage_gives_ray_train_the_epoch_lines_its_warnings_only_and_a_data_co
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         given["dataset_config"]._resolve_execution_options("source")
+
+
+@pytest.mark.slow  # a local Ray
+def test_the_source_is_shuffled_as_a_whole_so_a_small_dataset_unioned_last_is_drawn_early(tmp_path):
+    import ray
+
+    from dfa_ray.data.records import write_records
+    from tests.helpers import make_rows
+
+    large, small = str(tmp_path / "large"), str(tmp_path / "small")
+    write_records(make_rows(120, prefix="large"), large, target_shard_bytes=16 * 1024)
+    write_records(make_rows(12, seed=1, prefix="small"), small)
+    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+             logging_level="warning")  # fmt: skip
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        orders = [
+            [row["frame_id"] for row in train.read_source([large, small], seed).iter_rows()] for seed in (1, 2)
+        ]
+    finally:
+        ray.shutdown()
+    for order in orders:
+        assert len(order) == len(set(order)) == 132
+        # Read in order, the small dataset's frames would be the last 12; shuffled, a few come early.
+        assert sum(frame_id.startswith("small") for frame_id in order[:66]) >= 2
+    assert orders[0] != orders[1]  # each stage draws in its own order

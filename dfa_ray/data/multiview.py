@@ -122,6 +122,22 @@ def read_qca(path: str | os.PathLike) -> list[CalibratedCamera]:
     return cameras
 
 
+def qca_camera(path: str | os.PathLike, camera: str | None = None) -> Camera:
+    """One camera of a Qualisys ``.qca.txt`` for the video path, picked by its serial (``camera``;
+    needed when the file has several)."""
+    cameras = read_qca(path)
+    chosen = [c for c in cameras if camera in (None, c.name)]
+    if len(chosen) != 1:
+        names = ", ".join(c.name for c in cameras)
+        wanted = (
+            f"no camera {camera!r}"
+            if camera is not None
+            else f"{len(chosen)} cameras; choose one with --camera"
+        )
+        raise InputError(f"{path}: {wanted} (cameras: {names})")
+    return chosen[0].intrinsics()
+
+
 # ------------------------------------------------------------------------------------ triangulation
 
 

