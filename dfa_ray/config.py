@@ -52,6 +52,10 @@ class DataConfig:
     # 2D-only labeled datasets added to the source, whichever it is: the paper's "w/ MPII" setting
     # (MPII, or real frames with machine-made 2D from prepare_data.py video --labels-2d).
     source_2d: tuple[str, ...] = ()
+    # About this share of the source frames drawn are source_2d's, which are repeated to make it up
+    # (a small real set beside 6,000 rendered frames would be drawn a few times a round). None: in
+    # proportion to the frames.
+    source_2d_share: float | None = None
     target: str | None = None  # unlabeled (or labeled, labels unused) real frames
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000
@@ -65,6 +69,9 @@ class DataConfig:
         bounds.at_least(
             self, 1, "synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"
         )
+        share = self.source_2d_share
+        if share is not None and not 0.0 < share < 1.0:  # NaN fails this too
+            raise bounds.FieldError("source_2d_share", f"must be in (0, 1) or null, got {share!r}")
 
 
 @dataclass(frozen=True)

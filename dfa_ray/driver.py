@@ -69,13 +69,30 @@ def synthetic_dataset(storage_uri: str, domain: str, split: str, n: int, config:
     return uri
 
 
+def source_2d_mix(data: DataConfig, log: Log) -> list[str]:
+    """``data.source_2d``, each repeated as often as makes them about ``source_2d_share`` of the
+    source (at least once); the source is shuffled as a whole, so a repeat is drawn like any frame."""
+    if not data.source_2d or data.source_2d_share is None:
+        return list(data.source_2d)
+    share = data.source_2d_share
+    frames_3d = sum(map(check_frame_ids, data.source)) if data.source else data.synthetic_source_frames
+    frames_2d = sum(map(check_frame_ids, data.source_2d))
+    copies = max(1, round(share / max(1.0 - share, 1e-9) * frames_3d / frames_2d))
+    log(
+        f"source: the 2D-only data's {frames_2d} frames repeated {copies} times, "
+        f"{copies * frames_2d / (copies * frames_2d + frames_3d):.0%} of the source "
+        f"(data.source_2d_share {share:g}; {frames_3d} frames with 3D)"
+    )
+    return list(data.source_2d) * copies
+
+
 def resolve_data(config: Config, log: Log) -> tuple[list[str], str, str]:
     """Source, target and test URIs: the config's, or the synthetic benchmark's (generated if absent)."""
     data, root = config.data, config.storage
     source = list(data.source) or [
         synthetic_dataset(root, "synthetic-source", "train", data.synthetic_source_frames, config, log)
     ]
-    source += data.source_2d
+    source += source_2d_mix(data, log)
     target = data.target or synthetic_dataset(
         root, "synthetic-real", "train", data.synthetic_target_frames, config, log
     )
@@ -217,7 +234,7 @@ def load_inputs(config: Config, log: Log) -> Inputs:
     """The source, target and test URIs (rendered if synthetic and absent), the test set's size and
     the source's mean pose; Ray must be up (open_run)."""
     source, target, test = resolve_data(config, log)
-    for uri in source:
+    for uri in dict.fromkeys(source):
         made = machine_labels(uri)
         if made:
             log(f"source {uri}: {made}")
@@ -247,7 +264,7 @@ def pretrain(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> d
         model, _ = checkpoints.load(config.init_checkpoint)
         stats = {"init_checkpoint": config.init_checkpoint}
     else:
-        log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(inputs.source)}")
+        log(f"pretrain: {config.pretrain.epochs} epochs on {', '.join(dict.fromkeys(inputs.source))}")
         with timed(seconds, "read"):
             dataset = train.read_source(inputs.source, seed=config.seed * 1000)
             num_frames = dataset.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -127,6 +128,16 @@ def test_a_2d_only_source_joins_the_source_and_its_machine_made_labels_are_said(
         Config(data=DataConfig(source=(source,), target=source, test=source)), print
     )
     np.testing.assert_array_equal(inputs.mean_pose, expected.mean_pose)
+    # A share repeats the 2D-only frames to make it up: 4 x 3 of 16 frames.
+    most = dataclasses.replace(config.data, source_2d_share=0.75)
+    lines = []
+    inputs = driver.load_inputs(dataclasses.replace(config, data=most), lines.append)
+    assert inputs.source == [source, real_2d, real_2d, real_2d, real_2d]
+    assert lines[0] == (
+        "source: the 2D-only data's 3 frames repeated 4 times, 75% of the source "
+        "(data.source_2d_share 0.75; 4 frames with 3D)"
+    )
+    assert len(lines) == 2  # the machine-made labels are said once
 
 
 def _trial_data() -> TrialData:

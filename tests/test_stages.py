@@ -382,7 +382,8 @@ def test_the_source_is_shuffled_as_a_whole_so_a_small_dataset_unioned_last_is_dr
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         orders = [
-            [row["frame_id"] for row in train.read_source([large, small], seed).iter_rows()] for seed in (1, 2)
+            [row["frame_id"] for row in train.read_source([large, small], seed).iter_rows()]
+            for seed in (1, 2)
         ]
     finally:
         ray.shutdown()
