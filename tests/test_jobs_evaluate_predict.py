@@ -285,7 +285,7 @@ def test_pretrain_commits_stage_0_for_the_driver_to_resume(assets, tmp_path, mon
         return PoseModel(config.model), {"loss": 1.5}
 
     monkeypatch.setattr(driver, "connect", lambda settings: None)
-    monkeypatch.setattr(train, "read_source", lambda uris: FakeDataset())
+    monkeypatch.setattr(train, "read_source", lambda uris, seed: FakeDataset())
     monkeypatch.setattr(train, "run_stage", fake_run_stage)
 
     # The evaluation actors' steps in this process: Ray Data would start a Ray and leave it running.

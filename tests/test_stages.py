@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -372,7 +373,8 @@ def test_the_source_is_shuffled_as_a_whole_so_a_small_dataset_unioned_last_is_dr
     import ray
 
     from dfa_ray.data.records import write_records
-    from tests.helpers import make_rows
+    from dfa_ray.data.schema import rows_to_table
+    from tests.helpers import make_rows, write_raw
 
     large, small = str(tmp_path / "large"), str(tmp_path / "small")
     write_records(make_rows(120, prefix="large"), large, target_shard_bytes=16 * 1024)
@@ -385,8 +387,19 @@ def test_the_source_is_shuffled_as_a_whole_so_a_small_dataset_unioned_last_is_dr
             [row["frame_id"] for row in train.read_source([large, small], seed).iter_rows()]
             for seed in (1, 2)
         ]
+        repeated = [row["frame_id"] for row in train.read_source([large, small, small, small], 1).iter_rows()]
+        # A file without joints_valid (read as all valid) shuffles together with the others.
+        table = rows_to_table(make_rows(6, prefix="novalid")).drop_columns(["joints_valid"])
+        novalid = str(Path(write_raw(tmp_path / "novalid" / "part-0.parquet", table)).parent)
+        mixed = list(train.read_source([large, novalid, novalid], 2).iter_rows())
     finally:
         ray.shutdown()
+    # A dataset named three times is read once and drawn three times as often.
+    assert len(repeated) == 120 + 3 * 12 and set(repeated) == set(orders[0])
+    assert all(repeated.count(f"small{i:04d}") == 3 for i in range(12))
+    assert len(mixed) == 132 and all(
+        list(row["joints_valid"]) == [1] * 17 for row in mixed if row["frame_id"].startswith("novalid")
+    )
     for order in orders:
         assert len(order) == len(set(order)) == 132
         # Read in order, the small dataset's frames would be the last 12; shuffled, a few come early.

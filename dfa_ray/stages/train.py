@@ -11,6 +11,7 @@ worker group resumes from.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -234,23 +236,32 @@ def read_source(uris: list[str], seed: int) -> Any:
     """One Ray dataset over every source dataset's files (a missing ``joints_valid`` reads as all
     valid), shuffled as a whole by ``seed``: the workers' local shuffle buffers alone would hand a
     round's few hundred steps the first files' frames only, the same ones every round, and never a
-    dataset unioned last (a 2D-only source). The in-process loop draws from all alike."""
+    dataset unioned last (a 2D-only source). The in-process loop draws from all alike. A URI given
+    ``k`` times (``driver.source_2d_mix``) is read once and its rows repeated ``k`` times."""
     parts = []
-    for uri in uris:
+    for uri, copies in collections.Counter(uris).items():
         with storage.open_input(dataset_files(uri)[0]) as handle:
             names = pq.read_schema(handle).names
         part = read_parquet(uri, [c for c in SOURCE_COLUMNS if c in names])
+        # Arrow in, Arrow out: a numpy batch would come back with tensor columns that the other
+        # parts' list columns cannot be shuffled together with.
         if "joints_valid" not in names:
-            part = part.map_batches(_all_valid, batch_format="numpy")
+            part = part.map_batches(_all_valid, batch_format="pyarrow")
+        if copies > 1:
+            part = part.map_batches(_repeat, fn_kwargs={"copies": copies}, batch_format="pyarrow")
         parts.append(part)
     dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     # Materialised before the trainer starts, for the reason given in read_selected_target.
     return dataset.random_shuffle(seed=seed).materialize()
 
 
-def _all_valid(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    batch["joints_valid"] = np.ones((len(batch["frame_id"]), NUM_JOINTS), np.uint8)
-    return batch
+def _repeat(batch: pa.Table, copies: int) -> pa.Table:
+    return pa.concat_tables([batch] * copies)
+
+
+def _all_valid(batch: pa.Table) -> pa.Table:
+    ones = pa.array([[1] * NUM_JOINTS] * batch.num_rows, pa.list_(pa.uint8()))
+    return batch.append_column("joints_valid", ones)
 
 
 def read_selected_target(target_uri: str, selected_uri: str, rows_per_block: int) -> Any:
