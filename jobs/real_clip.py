@@ -2,7 +2,7 @@
 
     python jobs/real_clip.py                                  # Sports2D's demo clip (fetched with pip)
     python jobs/real_clip.py --video my.mp4 --every 3         # your footage (a video or image folder)
-    python jobs/real_clip.py --video my.mp4 --calibration Calib.toml --camera cam_01 --real-2d
+    python jobs/real_clip.py --video my.mp4 --calibration Calib.toml --camera cam_01 --no-real-2d
 
 Each step is a command of this repository, printed before it runs, so any one can be redone alone.
 Everything is written under ``runs/<name>/`` (``--name``, default ``real-clip``):
@@ -12,9 +12,10 @@ Everything is written under ``runs/<name>/`` (``--name``, default ``real-clip``)
    the nominal camera (said in the output), and MediaPipe's 2D landmarks kept as *machine-made* 2D
    labels (marked so in the files). Reused when present.
 2. ``self-train/``: ``jobs/self_train.py --config configs/demo.yaml --target records --rounds R``:
-   the shipped source model adapted to those frames, their labels unused. With ``--real-2d`` the
-   clip's machine-made 2D joins the source as a 2D-only dataset (``--source-2d``, the paper's
-   "w/ MPII" setting). The test set stays the synthetic benchmark's, the clip having no 3D truth.
+   the shipped source model adapted to those frames. Their machine-made 2D joins the source as a
+   2D-only dataset (``--source-2d``, the paper's "w/ MPII" setting with real 2D; half the source
+   frames drawn, ``data.source_2d_share`` in the config), unless ``--no-real-2d``. The test set stays
+   the synthetic benchmark's, the clip having no 3D truth.
    A run that exists is resumed (``--resume``).
 3. ``source/`` and ``adapted/``: ``jobs/predict.py --data records --n 0 --sheet K`` with the source
    model and the last round's: ``predictions.jsonl`` (``joints_mm`` for every frame, from the
@@ -45,10 +46,11 @@ CLIP_FILES = ("Sports2D/Demo/demo.mp4", "Sports2D/Demo/Calib_demo.toml")
 
 def step(command: list[str]) -> None:
     """Run one of the repository's commands, printed first; a failure ends the walkthrough with its code."""
+    shown = ["python" if part == sys.executable else part for part in command]
     shown = [
-        Path(part).relative_to(REPO).as_posix() if part.startswith(str(REPO)) else part for part in command
+        Path(part).relative_to(REPO).as_posix() if part.startswith(str(REPO)) else part for part in shown
     ]
-    print("\n$ " + " ".join(["python" if shown[0] == sys.executable else shown[0], *shown[1:]]), flush=True)
+    print("\n$ " + " ".join(shown), flush=True)
     done = subprocess.run(command, cwd=REPO, check=False)
     if done.returncode:
         raise SystemExit(done.returncode)
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where to write (default runs/)")
     parser.add_argument("--rounds", type=int, default=2, help="self-training rounds (default 2)")
     parser.add_argument("--config", default="configs/demo.yaml", help="the driver's config")
-    parser.add_argument("--real-2d", action="store_true", help="add the clip's machine-made 2D to the source")
+    parser.add_argument(
+        "--no-real-2d", action="store_true", help="adapt without the clip's machine-made 2D in the source"
+    )
     parser.add_argument("--sheet", type=int, default=8, metavar="K", help="frames on each sheet (default 8)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="driver config value")
     return parser
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"using the records in {records}")
     driver = [python, str(REPO / "jobs" / "self_train.py"), "--config", args.config, "--storage", str(root)]
     driver += ["--run-name", "self-train", "--target", str(records), "--rounds", str(args.rounds)]
-    if args.real_2d:
+    if not args.no_real_2d:
         driver += ["--source-2d", str(records)]
     if (root / "self-train" / "config.yaml").exists():
         driver.append("--resume")

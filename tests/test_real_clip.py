@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow  # a private local Ray and MediaPipe
 CLIP = Path(__file__).parent / "fixtures" / "sports2d" / "demo-8-frames.mp4"
 SMALL = [
     "data.synthetic_source_frames=64", "data.synthetic_test_frames=16", "workers.num_workers=1",
-    "pretrain.batch_size=4", "adapt.batch_size=4", "label.actors=1", "data.source_2d_share=0.5",
+    "pretrain.batch_size=4", "adapt.batch_size=4", "label.actors=1",
 ]  # fmt: skip
 
 
 def test_a_clip_becomes_adapted_3d_poses_and_sheets(tmp_path, capsys):
     real_clip = load_job("real_clip")
-    argv = ["--video", str(CLIP), "--every", "1", "--runs", str(tmp_path), "--rounds", "1", "--real-2d"]
+    argv = ["--video", str(CLIP), "--every", "1", "--runs", str(tmp_path), "--rounds", "1"]
     assert real_clip.main([*argv, "--sheet", "4", *(f for s in SMALL for f in ("--set", s))]) == 0
     root = tmp_path / "real-clip"
     out = capsys.readouterr().out
