@@ -137,3 +137,29 @@ def test_recolour_reaches_the_source_batches_of_every_training(rows, monkeypatch
         adapt_fit(model, frames, target, stage, **quiet)
         dann.dann_fit(dann.DANNNet(model, dann.DANNConfig(hidden=8)), frames, frames.images, stage, **quiet)
         assert seen == ([8] * 6 if recolour else [])
+
+
+def test_an_adaptation_epoch_takes_at_least_min_steps_in_memory_and_on_ray_train(rows, monkeypatch):
+    from dfa_ray.config import Config, WorkersConfig
+    from dfa_ray.stages import train
+
+    seen = []
+    real = fitting.run_epochs
+    monkeypatch.setattr(
+        fitting,
+        "run_epochs",
+        lambda step, batches, schedule, stage, steps, *a, **k: (
+            seen.append(steps) or real(step, batches, schedule, stage, steps, *a, **k)
+        ),
+    )
+    frames = Frames.from_rows(rows[:16], input_size=32)
+    target = PseudoLabeled(frames.images, np.nan_to_num(frames.coords), np.ones((16, 17), np.float32))
+    for least in (0, 5):
+        stage = AdaptConfig(epochs=1, batch_size=8, augment=False, min_steps_per_epoch=least)
+        adapt_fit(PoseModel(TINY), frames, target, stage, log=lambda _: None)
+    assert seen == [2, 5]  # 16 kept frames in batches of 8, then passed over again
+    # Ray Train's workers run the same count; pretraining has no such floor.
+    config = Config(workers=WorkersConfig(num_workers=2))
+    assert train.steps_per_epoch(100, config, AdaptConfig(batch_size=32, min_steps_per_epoch=20), "x") == 20
+    assert train.steps_per_epoch(3000, config, AdaptConfig(batch_size=32, min_steps_per_epoch=20), "x") == 46
+    assert train.steps_per_epoch(100, config, TrainConfig(batch_size=32), "x") == 1

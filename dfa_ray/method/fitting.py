@@ -132,10 +132,18 @@ class AdaptConfig(TrainConfig):
     target_invariance: bool = True
     target_invariance_ranges: InvarianceRange = InvarianceRange()
     weight_by_confidence: bool = True  # per-joint loss weights = the pseudo-label's joint confidence
+    # An epoch is one pass over the kept target frames, but at least this many steps (passes again
+    # within it): a short clip's 100 kept frames would otherwise adapt for one or two steps a round.
+    min_steps_per_epoch: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         bounds.non_negative(self, "alpha", "beta")
+        bounds.at_least(self, 0, "min_steps_per_epoch")
+
+    def steps_per_epoch(self, steps_over_target: int) -> int:
+        """Steps in an epoch whose pass over the kept target frames takes ``steps_over_target``."""
+        return max(steps_over_target, self.min_steps_per_epoch)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -308,7 +316,7 @@ def adapt_fit(
             )
             yield source_batch, target_batch
 
-    steps = len(target) // stage.batch_size
+    steps = stage.steps_per_epoch(len(target) // stage.batch_size)
     scaler = grad_scaler(stage.amp, device)
     step = dfa_step(DFANet(model, dfa=stage.dfa), optimizer, stage, scaler, stage.alpha, stage.beta)
     schedule = make_schedule(optimizer, stage, steps)

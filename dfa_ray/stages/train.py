@@ -282,8 +282,9 @@ def read_selected_target(target_uri: str, selected_uri: str, rows_per_block: int
 
 
 def steps_per_epoch(num_frames: int, config: Config, stage: TrainConfig, frames: str) -> int:
-    """Steps of ``workers.num_workers x batch_size`` frames in an epoch over ``num_frames`` frames;
-    an InputError naming ``frames`` (e.g. "the source's 40 frames") when they cannot fill one."""
+    """Steps of ``workers.num_workers x batch_size`` frames in an epoch over ``num_frames`` frames
+    (an adaptation's at least ``min_steps_per_epoch``); an InputError naming ``frames`` (e.g. "the
+    source's 40 frames") when they cannot fill one."""
     per_step = config.workers.num_workers * stage.batch_size
     if num_frames < per_step:
         section = "adapt" if isinstance(stage, AdaptConfig) else "pretrain"
@@ -291,7 +292,8 @@ def steps_per_epoch(num_frames: int, config: Config, stage: TrainConfig, frames:
             f"{frames} cannot fill one training step of workers.num_workers={config.workers.num_workers} x "
             f"{section}.batch_size={stage.batch_size} frames; lower the batch size or keep more frames"
         )
-    return num_frames // per_step
+    steps = num_frames // per_step
+    return stage.steps_per_epoch(steps) if isinstance(stage, AdaptConfig) else steps
 
 
 def run_stage(
