@@ -11,7 +11,11 @@ beside the mean pose of those frames:
   decoded test set sat in its memory;
 - **ray**: ``stages.evaluate.evaluate_frames`` (decode tasks, the label section's actors, per-frame
   errors written as Parquet) and ``summarize_errors`` on a fresh local Ray with ``--cores`` CPUs,
-  timed from the stage call to the summary (Ray start-up excluded, actor start-up included).
+  timed from the stage call to the summary (Ray start-up excluded, actor start-up included);
+- **ray floor**: the same stage (``stages.label.through_actors``: read, decode, actors, write) with
+  actors that only pass the frame ids on, in the same Ray session as ray: what the stage costs on this
+  machine before any model runs, as a speed ratio like the others: below 1, the stage cannot be as
+  fast as the in-process evaluation whatever its actors do.
 
 Each way runs ``--repeats`` times, alternating; the report gives the medians and every time. Before
 any time is reported, every repeat's two summaries must agree: exactly in their counts and keys, and
@@ -41,7 +45,8 @@ from dfa_ray.data.records import write_records
 from dfa_ray.method import checkpoints
 from dfa_ray.method.fitting import dataset_mean_pose, evaluate, load_frames
 from dfa_ray.method.model import PoseModel
-from dfa_ray.stages.evaluate import evaluate_frames, summarize_errors
+from dfa_ray.stages.evaluate import COLUMNS, evaluate_frames, summarize_errors
+from dfa_ray.stages.label import through_actors
 
 RELATIVE = 1e-5
 
@@ -58,10 +63,18 @@ def in_process(data: str, checkpoint: str, config: Config, mean_pose: np.ndarray
     return summary, end - start, end - loaded
 
 
+class PassOn:
+    """An evaluation actor that runs no model: the frame ids of its decoded batch, nothing else."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"frame_id": np.array([str(f) for f in batch["frame_id"]], dtype=object)}
+
+
 def on_actors(
     data: str, checkpoint: str, out: str, config: Config, mean_pose: np.ndarray, cores: int
 ) -> tuple:
-    """The summary and the seconds of the Ray stage on a fresh local cluster (start-up not counted)."""
+    """The summary and the seconds of the Ray stage on a fresh local cluster (start-up not counted),
+    then the seconds of the same stage with ``PassOn`` actors."""
     ray.init(address="local", num_cpus=cores, object_store_memory=512 * 2**20, include_dashboard=False,
              logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -69,7 +82,12 @@ def on_actors(
         start = time.perf_counter()
         evaluate_frames(data, checkpoint, out, config.label, config.model.input_size, mean_pose)
         summary = summarize_errors(out)
-        return summary, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        through_actors(
+            data, COLUMNS, PassOn, {}, out + "-floor", config.label, config.model.input_size, "ids"
+        )
+        return summary, seconds, time.perf_counter() - start
     finally:
         ray.shutdown()
 
@@ -112,11 +130,11 @@ def main() -> None:
         )
         mean_pose = dataset_mean_pose([data])
         # Alternate the two ways so that a slow spell of a shared machine hits both alike; medians.
-        plain_runs, evaluate_runs, ray_runs, differences, identical = [], [], [], [], True
+        plain_runs, evaluate_runs, ray_runs, floor_runs, differences, identical = [], [], [], [], [], True
         for repeat in range(args.repeats):
             expected, seconds, evaluating = in_process(data, checkpoint, config, mean_pose, args.cores)
             out = os.path.join(folder, f"eval-{repeat}")
-            summary, ray_seconds = on_actors(data, checkpoint, out, config, mean_pose, args.cores)
+            summary, ray_seconds, floor = on_actors(data, checkpoint, out, config, mean_pose, args.cores)
             difference = largest_difference(expected, summary)
             if not difference <= RELATIVE:  # NaN fails this too
                 raise SystemExit(f"the actors' summary is not the in-process one: {difference:.3g} relative")
@@ -125,6 +143,7 @@ def main() -> None:
             plain_runs.append(seconds)
             evaluate_runs.append(evaluating)
             ray_runs.append(ray_seconds)
+            floor_runs.append(floor)
     plain, ray_seconds = float(np.median(plain_runs)), float(np.median(ray_runs))
     report = {
         "frames": args.frames,
@@ -132,6 +151,7 @@ def main() -> None:
         "ray_fps": round(args.frames / ray_seconds, 1),
         "ray_over_inprocess": round(plain / ray_seconds, 3),
         "ray_over_inprocess_evaluate": round(float(np.median(evaluate_runs)) / ray_seconds, 3),
+        "ray_floor_over_inprocess": round(plain / float(np.median(floor_runs)), 3),
         "identical": identical,
         "largest_relative_difference": max(differences),
         "mpjpe": summary["mpjpe"],
@@ -139,6 +159,7 @@ def main() -> None:
         "inprocess_s": [round(t, 2) for t in plain_runs],
         "inprocess_evaluate_s": [round(t, 2) for t in evaluate_runs],
         "ray_s": [round(t, 2) for t in ray_runs],
+        "ray_floor_s": [round(t, 2) for t in floor_runs],
     }
     write_report(args.json, report, 7, args.config, config, crop, args.cores)
 
