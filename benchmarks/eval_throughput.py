@@ -34,10 +34,12 @@ import os
 import tempfile
 import time
 
+import label_throughput
 import numpy as np
 import ray
 import torch
-from label_throughput import machine_config, write_report
+from label_throughput import PassOn, machine_config, write_report
+from ray import cloudpickle
 
 from dfa_ray.config import Config
 from dfa_ray.data import synthetic
@@ -49,6 +51,8 @@ from dfa_ray.stages.evaluate import COLUMNS, evaluate_frames, summarize_errors
 from dfa_ray.stages.label import through_actors
 
 RELATIVE = 1e-5
+# Ray's workers cannot import benchmarks/ modules: PassOn travels by value, as a __main__ class does.
+cloudpickle.register_pickle_by_value(label_throughput)
 
 
 def in_process(data: str, checkpoint: str, config: Config, mean_pose: np.ndarray, cores: int) -> tuple:
@@ -61,13 +65,6 @@ def in_process(data: str, checkpoint: str, config: Config, mean_pose: np.ndarray
     summary = evaluate(model, frames, mean_pose=mean_pose)
     end = time.perf_counter()
     return summary, end - start, end - loaded
-
-
-class PassOn:
-    """An evaluation actor that runs no model: the frame ids of its decoded batch, nothing else."""
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"frame_id": np.array([str(f) for f in batch["frame_id"]], dtype=object)}
 
 
 def on_actors(

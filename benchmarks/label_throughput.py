@@ -11,6 +11,11 @@ weights are downloaded), and write the same label columns to Parquet:
   Ray with ``--cores`` CPUs, timed from the stage call to the last file written (Ray start-up
   excluded, actor start-up included), its labels counted.
 
+- **ray floor**: the same stage (``stages.label.through_actors``: read, decode, actors, write) with
+  actors that run no model (``PassOn``), in the same Ray session: what the stage costs on this
+  machine before any labeling; ``ray_floor_over_plain`` below 1 means no actor could make the stage
+  as fast as the plain loop.
+
 Each way runs ``--repeats`` times, alternating; the report gives the medians and every time.
 - **host_ms_per_frame**: one label actor's host time per frame at the config's input size, one
   thread (as Ray gives an actor): everything in its call but the views and the model, which run on
@@ -46,7 +51,14 @@ from dfa_ray.data import synthetic
 from dfa_ray.data.records import read_records, write_records
 from dfa_ray.method import checkpoints
 from dfa_ray.method.model import PoseModel
-from dfa_ray.stages.label import LABEL_SCHEMA, PseudoLabeler, decode_frames, label_frames, time_labeling
+from dfa_ray.stages.label import (
+    LABEL_SCHEMA,
+    PseudoLabeler,
+    decode_frames,
+    label_frames,
+    through_actors,
+    time_labeling,
+)
 
 
 def plain_loop(data: str, checkpoint: str, out: str, config: Config, cores: int) -> float:
@@ -68,15 +80,29 @@ def plain_loop(data: str, checkpoint: str, out: str, config: Config, cores: int)
     return time.perf_counter() - start
 
 
-def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> float:
-    """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted)."""
+class PassOn:
+    """A stage's actor that runs no model: the frame ids of its decoded batch, nothing else."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"frame_id": np.array([str(f) for f in batch["frame_id"]], dtype=object)}
+
+
+def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> tuple[float, float]:
+    """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted), then
+    for the same stage with ``PassOn`` actors."""
     ray.init(address="local", num_cpus=cores, object_store_memory=512 * 2**20, include_dashboard=False,
              logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         start = time.perf_counter()
         label_frames(data, checkpoint, out, 1, config.label, config.adapt.sigma, config.model.input_size)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        columns = ["frame_id", "image"]
+        through_actors(
+            data, columns, PassOn, {}, out + "-floor", config.label, config.model.input_size, "ids"
+        )
+        return seconds, time.perf_counter() - start
     finally:
         ray.shutdown()
 
@@ -142,12 +168,14 @@ def main() -> None:
         )
         write_records(rows, data)
         # Alternate the two ways so that a slow spell of a shared machine hits both alike; medians.
-        plain_runs, ray_runs = [], []
+        plain_runs, ray_runs, floor_runs = [], [], []
         for repeat in range(args.repeats):
             out = os.path.join(folder, f"out-{repeat}")
             os.makedirs(os.path.join(out, "plain"))
             plain_runs.append(plain_loop(data, checkpoint, os.path.join(out, "plain"), config, args.cores))
-            ray_runs.append(ray_stage(data, checkpoint, os.path.join(out, "ray"), config, args.cores))
+            seconds, floor = ray_stage(data, checkpoint, os.path.join(out, "ray"), config, args.cores)
+            ray_runs.append(seconds)
+            floor_runs.append(floor)
             check_same_labels(os.path.join(out, "plain"), os.path.join(out, "ray"), args.frames)
         plain, ray_seconds = float(np.median(plain_runs)), float(np.median(ray_runs))
         torch.set_num_threads(1)  # one actor's share
@@ -163,9 +191,11 @@ def main() -> None:
         "ray_fps": round(args.frames / ray_seconds, 1),
         "ray_over_plain": round(plain / ray_seconds, 3),
         "host_ms_per_frame": round(host * 1e3, 3),
+        "ray_floor_over_plain": round(plain / float(np.median(floor_runs)), 3),
         "device_ms_per_frame": round((total - host) * 1e3, 3),
         "plain_s": [round(t, 2) for t in plain_runs],
         "ray_s": [round(t, 2) for t in ray_runs],
+        "ray_floor_s": [round(t, 2) for t in floor_runs],
     }
     write_report(args.json, report, 6, args.config, config, crop, args.cores)
 
