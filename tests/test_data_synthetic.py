@@ -1,3 +1,4 @@
+import dataclasses
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -217,3 +218,17 @@ def test_every_action_keeps_the_person_inside_the_crop():
     for row in syn.generate("synthetic-source", "train", 280):
         counts[row["action"]] = counts.get(row["action"], 0) + 1
     assert set(counts) == set(syn.ACTIONS)  # the source draws every action
+
+
+@pytest.mark.parametrize("elevation, head_nearer", [(30.0, True), (-30.0, False)])
+def test_a_camera_above_the_person_looks_down_on_them(monkeypatch, elevation, head_nearer):
+    """Positive elevation is a camera above, as real rigs (Human3.6M, a phone held high) mostly are:
+    the head is nearer to it than the ankles; below it, the other way round."""
+    style = syn.STYLES["synthetic-real"]
+    monkeypatch.setitem(
+        syn.STYLES, "synthetic-real", dataclasses.replace(style, camera_elevation_deg=(elevation, elevation))
+    )
+    joints = np.stack([row["joints_3d"] for row in syn.generate("synthetic-real", "test", 40, crop_size=32)])
+    head, ankles = JOINT_NAMES.index("head"), [JOINT_NAMES.index(n) for n in ("l_ankle", "r_ankle")]
+    depth_difference = joints[:, ankles, 2].mean(axis=1) - joints[:, head, 2]
+    assert np.median(depth_difference) > 400 if head_nearer else np.median(depth_difference) < -400

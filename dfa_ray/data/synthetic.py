@@ -37,7 +37,7 @@ from dfa_ray.data.images import encode_image
 from dfa_ray.method.skeleton import BONES, JOINT_NAMES, NOMINAL_BONE_MM
 
 # Bump when a change alters rendered frames: cached datasets are named after it, so none goes stale.
-RENDERER_VERSION = 3
+RENDERER_VERSION = 4
 DOMAINS = ("synthetic-source", "synthetic-real")
 SPLITS = ("train", "test")
 ACTIONS = (
@@ -72,7 +72,7 @@ class DomainStyle:
     subjects: dict[str, tuple[int, ...]]  # split -> subject numbers
     action_weights: tuple[float, ...]  # over ACTIONS
     camera_distance_mm: tuple[float, float]
-    camera_elevation_deg: tuple[float, float]
+    camera_elevation_deg: tuple[float, float]  # above the person's pelvis, looking down; negative: up
     clutter_probability: float  # share of frames in a procedural room
     shaded: bool
     blur_sigma: tuple[float, float]
@@ -336,8 +336,9 @@ def place(
     Returns camera-frame joints (mm), the crop intrinsics and the joints' pixels in the crop.
     """
     elevation = rng.uniform(*style.camera_elevation_deg)
-    # A camera above the person looks down: the scene tilts towards the camera about x.
-    rotated = body @ (_rotation_x(-elevation) @ _rotation_y(rng.uniform(-180, 180))).T
+    # A camera above the person looks down: seen from it, the body tips away about x, the head nearer
+    # than the feet (y down, z forward). Renderer v3 tipped it the other way, so its cameras looked up.
+    rotated = body @ (_rotation_x(elevation) @ _rotation_y(rng.uniform(-180, 180))).T
     root = np.array([rng.uniform(-600, 600), rng.uniform(-300, 300), rng.uniform(*style.camera_distance_mm)])
     joints = rotated + root
     f = 1000.0  # a full-frame camera with its principal point at 0; only the crop is rendered
