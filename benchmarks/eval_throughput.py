@@ -38,7 +38,7 @@ import label_throughput
 import numpy as np
 import ray
 import torch
-from label_throughput import PassOn, machine_config, write_report
+from label_throughput import floor_seconds, machine_config, write_report
 from ray import cloudpickle
 
 from dfa_ray.config import Config
@@ -48,10 +48,9 @@ from dfa_ray.method import checkpoints
 from dfa_ray.method.fitting import dataset_mean_pose, evaluate, load_frames
 from dfa_ray.method.model import PoseModel
 from dfa_ray.stages.evaluate import COLUMNS, evaluate_frames, summarize_errors
-from dfa_ray.stages.label import through_actors
 
 RELATIVE = 1e-5
-# Ray's workers cannot import benchmarks/ modules: PassOn travels by value, as a __main__ class does.
+# Ray's workers cannot import benchmarks/ modules: label_throughput.PassOn travels by value.
 cloudpickle.register_pickle_by_value(label_throughput)
 
 
@@ -80,11 +79,7 @@ def on_actors(
         evaluate_frames(data, checkpoint, out, config.label, config.model.input_size, mean_pose)
         summary = summarize_errors(out)
         seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        through_actors(
-            data, COLUMNS, PassOn, {}, out + "-floor", config.label, config.model.input_size, "ids"
-        )
-        return summary, seconds, time.perf_counter() - start
+        return summary, seconds, floor_seconds(data, COLUMNS, out + "-floor", config)
     finally:
         ray.shutdown()
 

@@ -97,14 +97,17 @@ def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) 
         start = time.perf_counter()
         label_frames(data, checkpoint, out, 1, config.label, config.adapt.sigma, config.model.input_size)
         seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        columns = ["frame_id", "image"]
-        through_actors(
-            data, columns, PassOn, {}, out + "-floor", config.label, config.model.input_size, "ids"
-        )
-        return seconds, time.perf_counter() - start
+        return seconds, floor_seconds(data, ["frame_id", "image"], out + "-floor", config)
     finally:
         ray.shutdown()
+
+
+def floor_seconds(data: str, columns: list[str], out: str, config: Config) -> float:
+    """Seconds for a stage over ``data``'s ``columns`` (``stages.label.through_actors``: read,
+    decode, the label section's actors, write) whose actors run no model (``PassOn``); Ray is up."""
+    start = time.perf_counter()
+    through_actors(data, columns, PassOn, {}, out, config.label, config.model.input_size, "ids")
+    return time.perf_counter() - start
 
 
 def check_same_labels(plain_out: str, ray_out: str, frames: int) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dfa_ray.data.validation import InputError
-from dfa_ray.data.video import Camera
+from dfa_ray.data.video import Camera, choose_camera
 from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, map_joints
 
 # Qualisys stores focal lengths and principal points in subpixels of its sensor, 64 to a pixel.
@@ -126,16 +126,7 @@ def qca_camera(path: str | os.PathLike, camera: str | None = None) -> Camera:
     """One camera of a Qualisys ``.qca.txt`` for the video path, picked by its serial (``camera``;
     needed when the file has several)."""
     cameras = read_qca(path)
-    chosen = [c for c in cameras if camera in (None, c.name)]
-    if len(chosen) != 1:
-        names = ", ".join(c.name for c in cameras)
-        wanted = (
-            f"no camera {camera!r}"
-            if camera is not None
-            else f"{len(chosen)} cameras; choose one with --camera"
-        )
-        raise InputError(f"{path}: {wanted} (cameras: {names})")
-    return chosen[0].intrinsics()
+    return cameras[choose_camera(path, [(c.name,) for c in cameras], camera)].intrinsics()
 
 
 # ------------------------------------------------------------------------------------ triangulation

@@ -39,7 +39,7 @@ import ctypes
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,6 +202,21 @@ def focal_camera(focal: float, width: int, height: int) -> Camera:
     return Camera((focal, focal, (width - 1) / 2, (height - 1) / 2), f"--focal-px {focal:g}", (width, height))
 
 
+def choose_camera(path: str | os.PathLike, names: Sequence[Sequence[str | None]], camera: str | None) -> int:
+    """The index of the camera that answers to ``camera`` (any of its ``names``, the first shown in
+    messages), or of the only camera without one; InputError naming the file and its cameras."""
+    chosen = [i for i, own in enumerate(names) if camera is None or camera in own]
+    if len(chosen) != 1:
+        listed = ", ".join(str(own[0]) for own in names) or "none"
+        wanted = (
+            f"no camera {camera!r}"
+            if camera is not None
+            else f"{len(chosen)} cameras; choose one with --camera"
+        )
+        raise InputError(f"{path}: {wanted} (cameras: {listed})")
+    return chosen[0]
+
+
 def read_calibration(path: str | os.PathLike, camera: str | None = None) -> Camera:
     """One camera of a Pose2Sim / Sports2D calibration TOML: ``[name]`` sections with ``size = [w, h]``
     and ``matrix`` (3x3); ``camera`` picks a section by its key or ``name`` (needed when several)."""
@@ -211,31 +226,19 @@ def read_calibration(path: str | os.PathLike, camera: str | None = None) -> Came
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not a calibration TOML file ({exc})") from None
     cameras = {key: value for key, value in document.items() if isinstance(value, dict) and "matrix" in value}
-    if camera is not None:
-        chosen = [key for key, value in cameras.items() if camera in (key, value.get("name"))]
-    else:
-        chosen = list(cameras)
-    if len(chosen) != 1:
-        names = ", ".join(cameras) or "none"
-        wanted = (
-            f"no camera {camera!r}"
-            if camera is not None
-            else f"{len(chosen)} cameras; choose one with --camera"
-        )
-        raise InputError(f"{path}: {wanted} (cameras: {names})")
-    section = cameras[chosen[0]]
+    keys = list(cameras)
+    key = keys[choose_camera(path, [(k, cameras[k].get("name")) for k in keys], camera)]
+    section = cameras[key]
     try:
         matrix = np.asarray(section["matrix"], dtype=np.float64).reshape(3, 3)
         size = tuple(int(v) for v in section["size"])
         distortion = tuple(float(v) for v in section.get("distortions", ()))
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(
-            f"{path} [{chosen[0]}]: needs size = [width, height] and a 3x3 matrix ({exc})"
-        ) from None
+        raise InputError(f"{path} [{key}]: needs size = [width, height] and a 3x3 matrix ({exc})") from None
     if len(size) != 2:
-        raise InputError(f"{path} [{chosen[0]}]: size must be [width, height], got {list(size)}")
+        raise InputError(f"{path} [{key}]: size must be [width, height], got {list(size)}")
     intrinsics = (matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2])
-    return Camera(tuple(float(v) for v in intrinsics), f"{path} [{chosen[0]}]", size, distortion)
+    return Camera(tuple(float(v) for v in intrinsics), f"{path} [{key}]", size, distortion)
 
 
 # ------------------------------------------------------------------------------------------- people
@@ -468,12 +471,15 @@ class Person:
             "unknown",
             crop,
         )
+        unlabeled = {**row, "joints_2d": None, "joints_valid": None}
+        if not labels_2d:
+            return unlabeled
         # Every joint placed the crop (as it does without labels); only the visible ones are labels.
         _, valid = map_joints(
             self.landmarks[:, :2], MEDIAPIPE_TO_H36M, self.landmarks[:, 2] >= MIN_VISIBILITY
         )
-        if not labels_2d or not valid.any():
-            return {**row, "joints_2d": None, "joints_valid": None}
+        if not valid.any():
+            return unlabeled
         joints_2d = np.where(valid[:, None] == 1, row["joints_2d"], 0.0).astype(np.float32)
         return {**row, "joints_2d": joints_2d, "joints_valid": valid}
 

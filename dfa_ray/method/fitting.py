@@ -116,6 +116,10 @@ class TrainConfig:
         if self.optimizer not in ("adam", "sgd"):
             raise bounds.FieldError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
 
+    def steps_per_epoch(self, steps_per_pass: int) -> int:
+        """Steps in an epoch whose pass over its frames takes ``steps_per_pass``: that pass."""
+        return steps_per_pass
+
 
 @dataclass(frozen=True)
 class AdaptConfig(TrainConfig):
@@ -141,9 +145,9 @@ class AdaptConfig(TrainConfig):
         bounds.non_negative(self, "alpha", "beta")
         bounds.at_least(self, 0, "min_steps_per_epoch")
 
-    def steps_per_epoch(self, steps_over_target: int) -> int:
-        """Steps in an epoch whose pass over the kept target frames takes ``steps_over_target``."""
-        return max(steps_over_target, self.min_steps_per_epoch)
+    def steps_per_epoch(self, steps_per_pass: int) -> int:
+        """Steps in an epoch whose pass over the kept target frames takes ``steps_per_pass``."""
+        return max(steps_per_pass, self.min_steps_per_epoch)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -271,7 +275,7 @@ def fit(
     """Train on labeled frames (3D and 2D-only mixed): pretraining, or the "only target" bound."""
     rng = np.random.default_rng(seed)
     optimizer = make_optimizer(model, config)
-    steps = len(source) // config.batch_size
+    steps = config.steps_per_epoch(len(source) // config.batch_size)
     augment = (rng, config.augment_ranges) if config.augment else None
     batches = (
         (frames_batch(source, index, model, config.sigma, augment, rng if config.recolour else None), None)

@@ -292,8 +292,7 @@ def steps_per_epoch(num_frames: int, config: Config, stage: TrainConfig, frames:
             f"{frames} cannot fill one training step of workers.num_workers={config.workers.num_workers} x "
             f"{section}.batch_size={stage.batch_size} frames; lower the batch size or keep more frames"
         )
-    steps = num_frames // per_step
-    return stage.steps_per_epoch(steps) if isinstance(stage, AdaptConfig) else steps
+    return stage.steps_per_epoch(num_frames // per_step)
 
 
 def run_stage(
