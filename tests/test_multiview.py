@@ -74,6 +74,12 @@ def test_bad_calibrations_are_named(tmp_path):
     # The fixture's camera is 1088x1920; a video of another size is one clear error.
     with pytest.raises(InputError, match="calibrated for 1088x1920 frames, but clip.mp4 is 1920x1080"):
         multiview.read_qca(CALIBRATION)[0].intrinsics().check(1920, 1080, "clip.mp4")
+    # ... but the same camera's 1080-wide decoded frames are its 1088-wide coded picture less the
+    # codec's macroblock padding (Demo_SinglePerson's videos), and 8 columns more are not.
+    camera = multiview.read_qca(CALIBRATION)[0].intrinsics()
+    assert camera.check(1080, 1920, "coded.mp4") == pytest.approx(camera.intrinsics)
+    with pytest.raises(InputError, match="calibrated for 1088x1920 frames, but short.mp4 is 1072x1920"):
+        camera.check(1072, 1920, "short.mp4")
 
 
 def test_prepare_data_video_takes_a_qualisys_camera(tmp_path, capsys):

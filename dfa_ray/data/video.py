@@ -172,7 +172,7 @@ class Camera:
         fx, fy, cx, cy = self.intrinsics
         if not (np.isfinite(self.intrinsics).all() and fx > 0 and fy > 0):
             raise InputError(f"{self.source}: focal lengths must be positive, got fx={fx}, fy={fy}")
-        if self.size is not None and tuple(self.size) != (width, height):
+        if self.size is not None and not _same_picture(self.size, (width, height)):
             raise InputError(
                 f"{self.source}: calibrated for {self.size[0]}x{self.size[1]} frames, but {footage} is "
                 f"{width}x{height}; give the calibration of this resolution"
@@ -184,6 +184,16 @@ class Camera:
                 f"{width}x{height} frames; was it calibrated at another resolution?"
             )
         return np.array(self.intrinsics, dtype=np.float64)
+
+
+def _same_picture(calibrated: tuple[int, int], decoded: tuple[int, int]) -> bool:
+    """Whether a calibration's frame size is the decoded video's, up to the codec's padding.
+
+    H.264 codes a picture in 16-pixel macroblocks and crops the padding at decode: a camera whose
+    calibration tool read the coded size says 1088 where the decoded frame has 1080 (Pose2Sim's
+    Demo_SinglePerson). The crop takes the last rows or columns, so the intrinsics hold as they are.
+    """
+    return all(c == d or (c % 16 == 0 and 0 < c - d < 16) for c, d in zip(calibrated, decoded))
 
 
 def nominal_camera(width: int, height: int) -> Camera:
