@@ -5,11 +5,12 @@
 
 ``--footage`` is laid out as Pose2Sim's ``Demo_MultiPerson`` (4 synchronised 1088x1920 cameras, 2
 people, 100 frames; BSD-3, ``pip download --no-deps pose2sim==0.10.49`` and unzip
-``Pose2Sim/Demo_MultiPerson/*``): ``calibration/Calib.qca.txt`` (Qualisys) and
-``videos/<camera serial>.mp4``. Every ``--every``-th frame of each camera goes through the video path
-(``dfa_ray.data.video``: MediaPipe Pose finds each person, the crop intrinsics follow from the
-calibration, which must be of the videos' size). The detections of one frame are grouped into people
-across the cameras (``multiview.associate``) and triangulated into a pseudo-ground-truth; people keep
+``Pose2Sim/Demo_MultiPerson/*``; ``Demo_SinglePerson`` is laid out alike):
+``calibration/Calib.qca.txt`` (Qualisys) and ``videos/<camera serial>.mp4``. Every ``--every``-th
+frame of each camera goes through the video path (``dfa_ray.data.video``: MediaPipe Pose finds each
+person, the crop intrinsics follow from the calibration, which must be of the videos' size, up to a
+codec's padding). The detections of one frame are grouped into people across the cameras
+(``multiview.associate``) and triangulated into a pseudo-ground-truth; people keep
 their number from frame to frame by their triangulated pelvis (``track``).
 
 Written under ``--out`` (a new directory): ``records/``, the crops of every person found as
