@@ -232,3 +232,27 @@ def test_a_camera_above_the_person_looks_down_on_them(monkeypatch, elevation, he
     head, ankles = JOINT_NAMES.index("head"), [JOINT_NAMES.index(n) for n in ("l_ankle", "r_ankle")]
     depth_difference = joints[:, ankles, 2].mean(axis=1) - joints[:, head, 2]
     assert np.median(depth_difference) > 400 if head_nearer else np.median(depth_difference) < -400
+
+
+def test_a_bystander_stands_behind_and_beside_the_person_and_leaves_the_labels_exact(monkeypatch):
+    """Real crops of several people show parts of the others; the source draws one behind the person
+    in half its frames, and the labels stay those of the person the crop is about."""
+    rng = np.random.default_rng(0)
+    style = syn.STYLES["synthetic-source"]
+    for _ in range(20):
+        joints, camera, _ = syn.place(syn.pose("walking", syn._subject(1), rng), style, rng, 64)
+        other, pixels, _ = syn.bystander(joints, camera, style, "train", rng)
+        offset = other[0] - joints[0]
+        assert 500 <= abs(offset[0]) <= 1200 and 300 <= offset[2] <= 2500
+        np.testing.assert_allclose(pixels, project(other[None], camera[None])[0], atol=1e-6)
+    plain = dataclasses.replace(style, bystander_probability=0.0)
+    crowded = dataclasses.replace(style, bystander_probability=1.0)
+    monkeypatch.setitem(syn.STYLES, "synthetic-source", plain)
+    alone = list(syn.generate("synthetic-source", "train", 30, crop_size=64))
+    monkeypatch.setitem(syn.STYLES, "synthetic-source", crowded)
+    with_others = list(syn.generate("synthetic-source", "train", 30, crop_size=64))
+    for row in with_others:
+        pixels = project(row["joints_3d"][None].astype(np.float64), row["camera"][None].astype(np.float64))[0]
+        np.testing.assert_allclose(row["joints_2d"], pixels, atol=1e-2)
+    # The bystander is drawn: the frames differ from those without, beyond the person's own pixels.
+    assert sum(a["image"] != b["image"] for a, b in zip(alone, with_others)) == 30
