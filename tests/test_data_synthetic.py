@@ -256,3 +256,8 @@ def test_a_bystander_stands_behind_and_beside_the_person_and_leaves_the_labels_e
         np.testing.assert_allclose(row["joints_2d"], pixels, atol=1e-2)
     # The bystander is drawn: the frames differ from those without, beyond the person's own pixels.
     assert sum(a["image"] != b["image"] for a, b in zip(alone, with_others)) == 30
+
+
+def test_a_bystander_without_lit_bodies_is_refused():
+    with pytest.raises(ValueError, match="bystander_probability needs lit_bodies"):
+        dataclasses.replace(syn.STYLES["synthetic-real"], bystander_probability=0.5)

@@ -93,6 +93,11 @@ class DomainStyle:
     # crop is about, partly in view, as a detector's crop of real footage with several people shows.
     bystander_probability: float = 0.0
 
+    def __post_init__(self) -> None:
+        # The flat renderer draws one person: a bystander drawn for it would be lost without a word.
+        if self.bystander_probability and not self.lit_bodies:
+            raise ValueError("bystander_probability needs lit_bodies: the flat renderer draws one person")
+
 
 STYLES = {
     "synthetic-source": DomainStyle(
@@ -754,13 +759,18 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
     return canvas.composite(img, plain, cloth)
 
 
+def _action(style: DomainStyle, rng: np.random.Generator) -> str:
+    """An action drawn by the domain's ``action_weights``."""
+    weights = np.asarray(style.action_weights, dtype=np.float64)
+    return ACTIONS[int(rng.choice(len(ACTIONS), p=weights / weights.sum()))]
+
+
 def bystander(joints: np.ndarray, camera: np.ndarray, style: DomainStyle, split: str,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:  # fmt: skip
     """Another person of the split, 0.5-1.2 m to one side of ``joints`` and 0.3-2.5 m behind them,
     seen by the same crop camera: ``(joints, pixels, subject)``; they may be partly outside the crop."""
     subject = _subject(int(rng.choice(style.subjects[split])))
-    weights = np.asarray(style.action_weights, dtype=np.float64)
-    action = ACTIONS[int(rng.choice(len(ACTIONS), p=weights / weights.sum()))]
+    action = _action(style, rng)
     body = pose(action, subject, rng) @ _rotation_y(rng.uniform(-180, 180)).T
     side = rng.choice((-1.0, 1.0)) * rng.uniform(500, 1200)
     other = body + joints[0] + np.array([side, rng.uniform(-100, 100), rng.uniform(300, 2500)])
@@ -802,8 +812,7 @@ def render_frame(domain: str, split: str, index: int, seed: int = 0, crop_size: 
     rng = np.random.default_rng([seed, DOMAINS.index(domain), SPLITS.index(split), index])
     number = int(rng.choice(style.subjects[split]))
     subject = _subject(number)
-    weights = np.asarray(style.action_weights, dtype=np.float64)
-    action = ACTIONS[int(rng.choice(len(ACTIONS), p=weights / weights.sum()))]
+    action = _action(style, rng)
     joints, camera, pixels = place(pose(action, subject, rng), style, rng, crop_size)
     others = ()
     if style.bystander_probability and rng.random() < style.bystander_probability:
