@@ -137,7 +137,10 @@ class RayConfig:
 
     address: str | None = None
     num_cpus: int | None = None  # logical CPUs of a local cluster (None: the machine's)
-    object_store_mb: int = 512
+    # A local cluster's object store. Ray Data reads a record shard as blocks of up to 128 MiB and
+    # budgets each stage a share of the store: at 512 MB the read was throttled and the label actors
+    # waited for frames (labeling 8,000 frames on 2 cores took ~4 s longer, benchmarks/README.md).
+    object_store_mb: int = 2048
     # ray.init tries before the driver gives up. On a loaded machine a local start can miss Ray's own
     # 30 s limit ("The current node timed out during startup": 12 of 15 starts in one probe).
     start_attempts: int = 3
