@@ -1,5 +1,5 @@
-"""How far more views take the ensemble's pseudo-labels: the labels' error against the number of
-rigid (equivariance) views, on unlabeled target frames whose truth serves only as a diagnostic.
+"""How far more views take the ensemble's pseudo-labels, and whether their confidence picks the good
+ones: measured on unlabeled target frames whose truth serves only as a diagnostic.
 
     python benchmarks/label_views.py --checkpoint models/source/model.pt --frames 1500 --rigid 6
 
@@ -9,6 +9,15 @@ uses five), and each view alone, mapped back. A frame's draws follow the list's 
 ensemble shares the smaller ones' views. Printed: MPJPE and PA-MPJPE of the labels beside the
 checkpoint's mean pose. Views whose errors are correlated (a shared pull towards the mean pose)
 average to little gain: that is what this measures.
+
+Then the confidence (``confidence_choice``): the policy keeps the top ``--fraction`` of frames by a
+score. For each score: its rank correlation with the paper ensemble's label accuracy (minus the
+frame's MPJPE), the kept labels' MPJPE, and how far the kept frames' true poses lie from the mean
+pose (a score that keeps only near-mean poses teaches the model the pull towards the mean it already
+has). Scores: ``confidence``, the library's (``pseudo_label.combine``: the views' density at the
+label, lowered by their disagreement and by diffuse heatmaps); ``sharpness``, the original view's
+confidence alone (one view: its heatmaps' spread only); ``agreement``, minus the views' mean
+distance from the label in mm; ``oracle``, minus the true error, the best any score could keep.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from dfa_ray.config import load_config
 from dfa_ray.data.synthetic import generate
@@ -34,6 +44,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="models/source/model.pt")
     parser.add_argument("--frames", type=int, default=1500, help="synthetic-real train frames")
     parser.add_argument("--rigid", type=int, default=6, help="the most equivariance views in an ensemble")
+    parser.add_argument("--fraction", type=float, default=0.6, help="the policy's kept fraction")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -51,18 +62,46 @@ def main() -> None:
     }
     for k in range(1, args.rigid + 1):
         ensembles[f"paper's 3 views + {k - 1} equivariance"] = [*PAPER_VIEWS, *[EquivarianceView()] * (k - 1)]
+    labeled = {}
     for name, kinds in ensembles.items():
-        labeled = dataclasses.replace(config, label=dataclasses.replace(config.label, views=kinds))
-        labels = label_target(model, target, labeled, seed=0, round_index=1)
+        config_k = dataclasses.replace(config, label=dataclasses.replace(config.label, views=kinds))
+        labels = label_target(model, target, config_k, seed=0, round_index=1)
         pred = to_mm(target, labels.joints.astype(np.float64))
+        labeled[name] = (pred, labels.confidence)
         results[name] = {
             "mpjpe": round(float(metrics.mpjpe(pred, target.joints_3d).mean()), 1),
             "pa_mpjpe": round(float(metrics.pa_mpjpe(pred, target.joints_3d).mean()), 1),
         }
         print(f"{name}: {results[name]}", flush=True)
+    results["confidence"] = confidence_choice(labeled, target, np.asarray(info["mean_pose"]), args.fraction)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"checkpoint": args.checkpoint, "frames": args.frames, **results}, handle, indent=2)
+
+
+def confidence_choice(labeled: dict, target: Frames, mean_pose: np.ndarray, fraction: float) -> dict:
+    """What keeping the top ``fraction`` of the paper ensemble's labels by each score keeps (see the
+    module's text); ``labeled`` maps main's ensembles to their labels (mm) and confidences."""
+    pose, confidence = labeled["paper's 3 views + 0 equivariance"]
+    truth = target.joints_3d
+    error = metrics.mpjpe(pose, truth).mean(axis=1)
+    views = [labeled[name] for name in ("original", "invariance", "equivariance")]
+    distance = np.mean([np.linalg.norm(view - pose, axis=-1).mean(axis=-1) for view, _ in views], axis=0)
+    from_mean = np.linalg.norm((truth - truth[:, :1]) - (mean_pose - mean_pose[:1]), axis=-1).mean(axis=-1)
+    scores = {"confidence": confidence, "sharpness": views[0][1], "agreement": -distance, "oracle": -error}
+    kept = int(round(fraction * len(error)))
+    results = {"fraction": fraction, "truth_from_mean_pose_mm": round(float(from_mean.mean()), 1)}
+    away = results["truth_from_mean_pose_mm"]
+    print(f"keeping {kept} of {len(error)} frames (their truth {away} mm from the mean pose):")
+    for name, score in scores.items():
+        top = np.argsort(-score, kind="stable")[:kept]
+        results[name] = {
+            "rank_correlation_with_accuracy": round(float(spearmanr(score, -error)[0]), 3),
+            "kept_label_mpjpe": round(float(error[top].mean()), 1),
+            "kept_truth_from_mean_pose_mm": round(float(from_mean[top].mean()), 1),
+        }
+        print(f"  by {name}: {results[name]}", flush=True)
+    return results
 
 
 if __name__ == "__main__":
