@@ -71,8 +71,8 @@ def on_actors(
 ) -> tuple:
     """The summary and the seconds of the Ray stage on a fresh local cluster (start-up not counted),
     then the seconds of the same stage with ``PassOn`` actors."""
-    ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20, include_dashboard=False,
-             logging_level="warning")  # fmt: skip
+    ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20,
+             include_dashboard=False, logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         start = time.perf_counter()

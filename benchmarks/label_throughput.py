@@ -90,8 +90,8 @@ class PassOn:
 def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> tuple[float, float]:
     """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted), then
     for the same stage with ``PassOn`` actors."""
-    ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20, include_dashboard=False,
-             logging_level="warning")  # fmt: skip
+    ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20,
+             include_dashboard=False, logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         start = time.perf_counter()
