@@ -38,7 +38,7 @@ import label_throughput
 import numpy as np
 import ray
 import torch
-from label_throughput import floor_seconds, machine_config, write_report
+from label_throughput import floor_seconds, machine_config, start_local_ray, write_report
 from ray import cloudpickle
 
 from dfa_ray.config import Config
@@ -71,9 +71,7 @@ def on_actors(
 ) -> tuple:
     """The summary and the seconds of the Ray stage on a fresh local cluster (start-up not counted),
     then the seconds of the same stage with ``PassOn`` actors."""
-    ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20,
-             include_dashboard=False, logging_level="warning")  # fmt: skip
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    start_local_ray(config, cores)
     try:
         start = time.perf_counter()
         evaluate_frames(data, checkpoint, out, config.label, config.model.input_size, mean_pose)

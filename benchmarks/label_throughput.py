@@ -87,12 +87,17 @@ class PassOn:
         return {"frame_id": np.array([str(f) for f in batch["frame_id"]], dtype=object)}
 
 
-def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> tuple[float, float]:
-    """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted), then
-    for the same stage with ``PassOn`` actors."""
+def start_local_ray(config: Config, cores: int) -> None:
+    """A fresh local Ray of ``cores`` CPUs with the config's object store, as the driver starts one."""
     ray.init(address="local", num_cpus=cores, object_store_memory=config.ray.object_store_mb * 2**20,
              include_dashboard=False, logging_level="warning")  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def ray_stage(data: str, checkpoint: str, out: str, config: Config, cores: int) -> tuple[float, float]:
+    """Seconds for the Ray Data stage on a fresh local cluster (cluster start-up not counted), then
+    for the same stage with ``PassOn`` actors."""
+    start_local_ray(config, cores)
     try:
         start = time.perf_counter()
         label_frames(data, checkpoint, out, 1, config.label, config.adapt.sigma, config.model.input_size)

@@ -73,22 +73,28 @@ def main() -> None:
             "pa_mpjpe": round(float(metrics.pa_mpjpe(pred, target.joints_3d).mean()), 1),
         }
         print(f"{name}: {results[name]}", flush=True)
-    results["confidence"] = confidence_choice(labeled, target, np.asarray(info["mean_pose"]), args.fraction)
+    single = [labeled[name] for name in ("original", "invariance", "equivariance")]
+    paper = labeled["paper's 3 views + 0 equivariance"]
+    results["confidence"] = confidence_choice(
+        paper, single, target, np.asarray(info["mean_pose"]), args.fraction
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"checkpoint": args.checkpoint, "frames": args.frames, **results}, handle, indent=2)
 
 
-def confidence_choice(labeled: dict, target: Frames, mean_pose: np.ndarray, fraction: float) -> dict:
+def confidence_choice(
+    paper: tuple, single: list[tuple], target: Frames, mean_pose: np.ndarray, fraction: float
+) -> dict:
     """What keeping the top ``fraction`` of the paper ensemble's labels by each score keeps (see the
-    module's text); ``labeled`` maps main's ensembles to their labels (mm) and confidences."""
-    pose, confidence = labeled["paper's 3 views + 0 equivariance"]
+    module's text). ``paper`` is that ensemble's labels (mm) and confidences, ``single`` the same
+    for its original, invariance and equivariance views alone."""
+    pose, confidence = paper
     truth = target.joints_3d
     error = metrics.mpjpe(pose, truth).mean(axis=1)
-    views = [labeled[name] for name in ("original", "invariance", "equivariance")]
-    distance = np.mean([np.linalg.norm(view - pose, axis=-1).mean(axis=-1) for view, _ in views], axis=0)
-    from_mean = np.linalg.norm((truth - truth[:, :1]) - (mean_pose - mean_pose[:1]), axis=-1).mean(axis=-1)
-    scores = {"confidence": confidence, "sharpness": views[0][1], "agreement": -distance, "oracle": -error}
+    distance = np.mean([np.linalg.norm(view - pose, axis=-1).mean(axis=-1) for view, _ in single], axis=0)
+    from_mean = metrics.mpjpe(np.broadcast_to(mean_pose, truth.shape), truth).mean(axis=1)
+    scores = {"confidence": confidence, "sharpness": single[0][1], "agreement": -distance, "oracle": -error}
     kept = int(round(fraction * len(error)))
     results = {"fraction": fraction, "truth_from_mean_pose_mm": round(float(from_mean.mean()), 1)}
     away = results["truth_from_mean_pose_mm"]
