@@ -21,8 +21,10 @@ self-training target, whose labels are unused: ``jobs/self_train.py --target OUT
 reprojection error, and for the model (``jobs/predict.py``'s path: the record's crop camera, the
 bone-length depth prior), MediaPipe's own 3D (its world landmarks, mapped to H36M-17) and the
 checkpoint's source mean pose: MPJPE / PA-MPJPE against the pseudo-ground-truth turned into each
-camera's frame, and multi-view consistency (mm, lower is better). Only people seen in two views or
-more are scored. MediaPipe's 3D shares the pseudo-ground-truth's landmarks, which favours it.
+camera's frame, multi-view consistency (mm, lower is better), and the median angle between the
+predicted and the true trunk (pelvis to thorax) in the camera's frame, which an upright prediction of
+a person seen from above gets wrong. Only people seen in two views or more are scored. MediaPipe's
+3D shares the pseudo-ground-truth's landmarks, which favours it.
 """
 
 from __future__ import annotations
@@ -157,9 +159,11 @@ def score(
         summary = metrics.summarize(
             np.stack(pred), np.stack(truth), valid=np.stack(valid), mean_pose=mean_pose
         )
+        lean = metrics.trunk_angle(np.stack(pred), np.stack(truth), np.stack(valid))
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
+            "trunk_angle_deg_median": float(np.nanmedian(lean)),
         }
     return results
 

@@ -15,6 +15,7 @@ from dfa_ray.method.metrics import (
     pa_mpjpe,
     procrustes_align,
     summarize,
+    trunk_angle,
 )
 from dfa_ray.method.skeleton import JOINT_NAMES, NUM_JOINTS, ROOT
 
@@ -315,3 +316,25 @@ def test_mean_pose_baseline_predicts_the_labeled_frames_mean_at_each_true_root()
     assert "mean_pose_mpjpe" not in plain and "mean pose" not in describe(plain)
     with pytest.raises(ValueError, match="no frame has finite joints_3d"):
         mean_pose(unlabeled)
+
+
+def test_trunk_angle_is_the_rotation_of_the_trunk_and_ignores_the_limbs():
+    rng = np.random.default_rng(3)
+    gt = random_poses(rng, 4)
+    thorax = JOINT_NAMES.index("thorax")
+    tilted = gt.copy()
+    # Turn each whole pose about its root by 30 degrees about an axis across the trunk: the trunk turns 30.
+    for i in range(4):
+        trunk = gt[i, thorax] - gt[i, ROOT]
+        axis = np.cross(trunk, rng.normal(size=3))
+        turn = Rotation.from_rotvec(np.radians(30.0) * axis / np.linalg.norm(axis)).as_matrix()
+        tilted[i] = (gt[i] - gt[i, ROOT]) @ turn.T + gt[i, ROOT]
+    np.testing.assert_allclose(trunk_angle(tilted, gt), 30.0, atol=1e-9)
+    limbs = gt.copy()
+    limbs[:, JOINT_NAMES.index("l_ankle")] += 500.0  # not the trunk: no angle
+    np.testing.assert_allclose(trunk_angle(limbs, gt), 0.0, atol=1e-6)
+    valid = np.ones((4, NUM_JOINTS), np.uint8)
+    valid[1, thorax] = 0
+    tilted[1, thorax] = np.nan  # an invalid joint may hold anything
+    angles = trunk_angle(tilted, gt, valid)
+    assert np.isnan(angles[1]) and np.allclose(angles[[0, 2, 3]], 30.0)

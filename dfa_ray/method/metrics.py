@@ -139,6 +139,25 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) 
 METRICS = ("mpjpe", "pa_mpjpe")
 
 
+def trunk_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample angle ``(N,)`` in degrees between the predicted and the true trunk (pelvis to
+    thorax), both in the camera's frame; NaN where either joint is invalid.
+
+    MPJPE mixes how a pose is articulated with how it is turned; PA-MPJPE removes the turn. This
+    says how far the body's lean is off, which a camera higher or lower than any the model was
+    trained with gets wrong (the person predicted upright in the camera's frame).
+    """
+    pred, gt = _check_poses(pred, gt, NUM_JOINTS)
+    mask = _check_valid(valid, pred.shape[:2])
+    pair = [ROOT, JOINT_NAMES.index("thorax")]
+    ok = mask[:, pair].all(axis=1)
+    _check_finite(pred[:, pair], gt[:, pair], np.repeat(ok[:, None], 2, axis=1))
+    a, b = (pose[:, pair[1]] - pose[:, pair[0]] for pose in (pred, gt))
+    with np.errstate(invalid="ignore", divide="ignore"):  # invalid samples may hold NaN or coincide
+        cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.where(ok, np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))), np.nan)
+
+
 def _mean(errors: np.ndarray) -> float | None:
     """Mean of the non-NaN entries as a Python float, or None when there are none.
 
