@@ -41,8 +41,8 @@ mean skeleton), at the depth where the predicted bone lengths best match that sk
 (``heatmaps.root_depth_from_bones``). The depth only scales the root-relative pose, so shape
 (PA-MPJPE) is untouched and the focal length hardly matters; a short or tall person comes out at a
 nominal adult's size. Its cost, measured by ``benchmarks/depth_prior.py`` with the shipped source
-model on 1,000 synthetic-real test frames: MPJPE 184.1 mm with the prior against 170.2 mm with the
-true root depth (+8 %; PA-MPJPE 102.9 mm either way), the root depth 14 % off (median). On the true
+model on 1,000 synthetic-real test frames: MPJPE 183.4 mm with the prior against 169.3 mm with the
+true root depth (+8 %; PA-MPJPE 107.7 mm either way), the root depth 14 % off (median). On the true
 poses the prior alone is 6 % off and costs 35 mm MPJPE: the test subjects are 0.88 to 1.1 times
 the nominal adult's size.
 
