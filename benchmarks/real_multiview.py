@@ -156,10 +156,9 @@ def score(
                 truth.append((p.joints - p.joints[ROOT]) @ rotation.T)
                 valid.append(p.valid)
             spread.append(multiview.consistency(np.stack(mine), np.stack(rotations)))
-        summary = metrics.summarize(
-            np.stack(pred), np.stack(truth), valid=np.stack(valid), mean_pose=mean_pose
-        )
-        lean = metrics.trunk_angle(np.stack(pred), np.stack(truth), np.stack(valid))
+        pred, truth, valid = np.stack(pred), np.stack(truth), np.stack(valid)
+        summary = metrics.summarize(pred, truth, valid=valid, mean_pose=mean_pose)
+        lean = metrics.trunk_angle(pred, truth, valid)
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
