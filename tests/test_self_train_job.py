@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dfa_ray import storage
 from dfa_ray.config import load_config
+from dfa_ray.method import checkpoints
+from dfa_ray.method.model import PoseModel
 from dfa_ray.method.policy import num_kept
 from dfa_ray.ops.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
 from dfa_ray.ops.localcluster import Job, LocalRay
@@ -120,26 +123,32 @@ KILLS = [
 ]
 
 
-def test_a_driver_killed_at_each_stage_resumes_and_never_commits_a_partial_round(ray_head, storage_uri, s3):
+def test_a_driver_killed_at_each_stage_resumes_and_never_commits_a_partial_round(
+    ray_head, storage_uri, s3, tmp_path
+):
     """SIGKILL the driver (its whole process group) during labeling, selection and adaptation, and
     right after a round's checkpoint; after each kill the committed stages are whole, and --resume
-    goes on from the last of them, never redoing a committed stage."""
+    goes on from the last of them, never redoing a committed stage. Stage 0 loads a checkpoint
+    (``--init-checkpoint``) rather than pretraining: the test above pretrains through Ray Train."""
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
     run, targets = RunDir(storage_uri, "killed"), _target_frames(storage_uri)
-    args = _entrypoint(storage_uri, "killed", rounds=1)[2:]
+    torch.manual_seed(0)
+    init = str(tmp_path / "init.pt")
+    checkpoints.save(PoseModel(SMOKE.model), init, stage="test")
+    args = [*_entrypoint(storage_uri, "killed", rounds=1)[2:], "--init-checkpoint", init]
     output = []
     for attempt, kill in enumerate(KILLS):
         done = run_driver([*args, *(["--resume"] if attempt else [])], env, REPO, kill, timeout=600)
         output.append(done.output)
         assert done.killed, f"{kill} never came:\n{done.output[-3000:]}"
         assert audit(run, targets) == [], f"after the kill at {kill}"
-        assert run.committed_rounds()[:1] == [0], "pretraining is committed in the first attempt"
+        assert run.committed_rounds()[:1] == [0], "stage 0 is committed in the first attempt"
         if attempt:
             assert "committed through pretrain" in done.output
             # The killed driver's lease is taken over at once: its process on this machine is gone.
             taken = r"took over the lease of run \S+ .*: its process \d+ on this machine is gone"
             assert re.search(taken, done.output)
-            assert not re.search(KILL_POINTS["pretraining"], done.output), "pretraining was redone"
+            assert not re.search(KILL_POINTS["pretrain checkpoint"], done.output), "stage 0 was redone"
     final = run_driver([*args, "--resume"], env, REPO, timeout=600)
     output.append(final.output)
     assert final.returncode == 0, final.output[-3000:]
