@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dfa_ray import experiments
 from dfa_ray.config import AdaptConfig, Config, ExperimentsConfig, LabelConfig, load_config
 from dfa_ray.data import synthetic
 from dfa_ray.experiments import (
@@ -168,13 +169,25 @@ def test_only_source_accepts_2d_only_source_frames_and_only_target_needs_3d():
         adapt_trial("only-target", unlabeled, config, 0, pretrained, log=lambda _: None)
 
 
-def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_it_on_true_labels(tmp_path):
+def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_it_on_true_labels(
+    tmp_path, monkeypatch
+):
     source_rows, target = _frames(16, "synthetic-source")
     data = TrialData(Frames.from_rows(source_rows, TINY.input_size), target, target)
     shipped = PoseModel(TINY)
     checkpoints.save(shipped, tmp_path / "model.pt")
-    stage = AdaptConfig(epochs=1, batch_size=8, augment=False)
-    config = Config(model=TINY, init_checkpoint=str(tmp_path / "model.pt"), rounds=2, adapt=stage)
+    stage = AdaptConfig(epochs=1, batch_size=8, augment=False, lr=1e-4)
+    config = Config(
+        model=TINY, init_checkpoint=str(tmp_path / "model.pt"), rounds=2, adapt=stage,
+        pretrain=TrainConfig(lr=3e-3),
+    )  # fmt: skip
+    rates, fit = [], experiments.fit
+
+    def recording_fit(model, frames, stage, *args):
+        rates.append(stage.lr)
+        return fit(model, frames, stage, *args)
+
+    monkeypatch.setattr(experiments, "fit", recording_fit)
     quiet = {"log": lambda _: None}
     first, pretrained = pretrain_trial(data, config, seed=0, **quiet)
     second, _ = pretrain_trial(data, config, seed=1, **quiet)
@@ -189,3 +202,5 @@ def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_i
     assert [r["round"] for r in upper["rounds"]] == [0, 1, 2]
     assert upper["rounds"][0]["mpjpe"] == first["rounds"][0]["mpjpe"]
     assert upper["rounds"][2]["mpjpe"] != upper["rounds"][0]["mpjpe"]
+    # True labels train at the supervised rate, the adaptation's budget otherwise.
+    assert rates == [config.pretrain.lr] * 2
