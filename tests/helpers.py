@@ -31,11 +31,12 @@ from dfa_ray.stages.label import decode_frames
 TINY = ModelConfig(input_size=32, heatmap_size=8, widths=(8, 8, 8, 8), stem_width=8, decoder_width=8)
 
 
-def tiny_checkpoint(folder: Path) -> str:
-    """A seeded TINY model saved as ``folder/model.pt``; returns its path."""
+def tiny_checkpoint(folder: Path, config: ModelConfig = TINY) -> str:
+    """A seeded untrained model (``TINY`` unless ``config`` says) saved as ``folder/model.pt``;
+    returns its path."""
     torch.manual_seed(0)
     path = str(Path(folder) / "model.pt")
-    checkpoints.save(PoseModel(TINY), path, stage="test")
+    checkpoints.save(PoseModel(config), path, stage="test")
     return path
 
 

@@ -14,19 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dfa_ray import storage
 from dfa_ray.config import load_config
-from dfa_ray.method import checkpoints
-from dfa_ray.method.model import PoseModel
 from dfa_ray.method.policy import num_kept
 from dfa_ray.ops.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
 from dfa_ray.ops.localcluster import Job, LocalRay
 from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages.evaluate import summarize_errors
 from dfa_ray.stages.label import read_labels
-from tests.helpers import wait_for
+from tests.helpers import tiny_checkpoint, wait_for
 
 pytestmark = pytest.mark.slow  # a private Ray head, `ray job submit`, drivers killed and resumed
 
@@ -132,9 +129,7 @@ def test_a_driver_killed_at_each_stage_resumes_and_never_commits_a_partial_round
     (``--init-checkpoint``) rather than pretraining: the test above pretrains through Ray Train."""
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
     run, targets = RunDir(storage_uri, "killed"), _target_frames(storage_uri)
-    torch.manual_seed(0)
-    init = str(tmp_path / "init.pt")
-    checkpoints.save(PoseModel(SMOKE.model), init, stage="test")
+    init = tiny_checkpoint(tmp_path, SMOKE.model)
     args = [*_entrypoint(storage_uri, "killed", rounds=1)[2:], "--init-checkpoint", init]
     output = []
     for attempt, kill in enumerate(KILLS):
