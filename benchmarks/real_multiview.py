@@ -23,8 +23,9 @@ bone-length depth prior), MediaPipe's own 3D (its world landmarks, mapped to H36
 checkpoint's source mean pose: MPJPE / PA-MPJPE against the pseudo-ground-truth turned into each
 camera's frame, multi-view consistency (mm, lower is better), and the median angle between the
 predicted and the true trunk (pelvis to thorax) in the camera's frame, which an upright prediction of
-a person seen from above gets wrong. Only people seen in two views or more are scored. MediaPipe's
-3D shares the pseudo-ground-truth's landmarks, which favours it.
+a person seen from above gets wrong, and the share of poses turned more than 90 degrees from the
+truth (``metrics.facing_angle``: a front/back flip). Only people seen in two views or more are
+scored. MediaPipe's 3D shares the pseudo-ground-truth's landmarks, which favours it.
 """
 
 from __future__ import annotations
@@ -159,10 +160,14 @@ def score(
         pred, truth, valid = np.stack(pred), np.stack(truth), np.stack(valid)
         summary = metrics.summarize(pred, truth, valid=valid, mean_pose=mean_pose)
         lean = metrics.trunk_angle(pred, truth, valid)
+        facing = metrics.facing_angle(pred, truth, valid)
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
             "trunk_angle_deg_median": float(np.nanmedian(lean)),
+            # Front/back flips: turned more than 90 degrees from the truth (of the poses with hips and
+            # shoulders triangulated).
+            "facing_flipped_share": float(np.mean(facing[np.isfinite(facing)] > 90)),
         }
     return results
 

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from dfa_ray.method.metrics import (
     describe,
+    facing_angle,
     mean_pose,
     mean_pose_baseline,
     mpjpe,
@@ -338,3 +339,29 @@ def test_trunk_angle_is_the_rotation_of_the_trunk_and_ignores_the_limbs():
     tilted[1, thorax] = np.nan  # an invalid joint may hold anything
     angles = trunk_angle(tilted, gt, valid)
     assert np.isnan(angles[1]) and np.allclose(angles[[0, 2, 3]], 30.0)
+
+
+def test_facing_angle_is_180_for_a_front_back_flip_and_ignores_the_lean():
+    rng = np.random.default_rng(4)
+    gt = random_poses(rng, 3)
+    thorax = JOINT_NAMES.index("thorax")
+    relative = gt - gt[:, ROOT : ROOT + 1]
+    # Turned half a turn about its upright (facing away), the body's left points the other way.
+    flipped = gt.copy()
+    leaned = gt.copy()
+    for i in range(3):
+        across = relative[i, JOINT_NAMES.index("l_hip")] - relative[i, JOINT_NAMES.index("r_hip")]
+        across += relative[i, JOINT_NAMES.index("l_shoulder")] - relative[i, JOINT_NAMES.index("r_shoulder")]
+        up = relative[i, thorax] - (relative[i, thorax] @ across) / (across @ across) * across
+        half_turn = Rotation.from_rotvec(np.pi * up / np.linalg.norm(up)).as_matrix()
+        flipped[i] = relative[i] @ half_turn.T + gt[i, ROOT]
+        # Leaning about the across axis itself turns the trunk but not the direction across the body.
+        turn = Rotation.from_rotvec(np.radians(25.0) * across / np.linalg.norm(across)).as_matrix()
+        leaned[i] = relative[i] @ turn.T + gt[i, ROOT]
+    np.testing.assert_allclose(facing_angle(flipped, gt), 180.0, atol=1e-6)
+    np.testing.assert_allclose(facing_angle(leaned, gt), 0.0, atol=1e-6)
+    assert np.all(trunk_angle(leaned, gt) > 1.0)
+    valid = np.ones((3, NUM_JOINTS), np.uint8)
+    valid[2, JOINT_NAMES.index("r_shoulder")] = 0
+    angles = facing_angle(flipped, gt, valid)
+    assert np.isnan(angles[2]) and np.allclose(angles[:2], 180.0)

@@ -200,4 +200,5 @@ def test_real_multiview_scores_every_method(tmp_path):
     for scores in results["methods"].values():
         assert scores["num_frames"] >= 12 and scores["mpjpe"] > 0 and scores["consistency_mm"] > 0
         assert 0.0 <= scores["trunk_angle_deg_median"] <= 180.0
+        assert 0.0 <= scores["facing_flipped_share"] <= 1.0
     assert script.main(["--checkpoint", checkpoint, "--footage", str(FOOTAGE), "--out", str(out)]) == 2

@@ -20,7 +20,7 @@ them beside the model's own (below 1 means the model knows more than the average
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,12 +147,40 @@ def trunk_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = Non
     says how far the body's lean is off, which a camera higher or lower than any the model was
     trained with gets wrong (the person predicted upright in the camera's frame).
     """
+    thorax = JOINT_NAMES.index("thorax")
+    return _direction_angle(pred, gt, valid, [ROOT, thorax], lambda p: p[:, 1] - p[:, 0])
+
+
+# Left minus right, at the hips and at the shoulders: the body's left, across it.
+_ACROSS = [JOINT_NAMES.index(name) for name in ("l_hip", "r_hip", "l_shoulder", "r_shoulder")]
+
+
+def facing_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample angle ``(N,)`` in degrees between the predicted and the true direction across the
+    body (left hip minus right hip plus left shoulder minus right shoulder), both in the camera's
+    frame; NaN where any of the four joints is invalid.
+
+    It says which way the body is turned: near 180 the person is seen facing away when they face the
+    camera or the other way round (a front/back flip), which a body without a visible face or feet
+    allows. A flip swaps left and right limbs in depth, so one costs far more MPJPE than its shape
+    error suggests.
+    """
+    return _direction_angle(pred, gt, valid, _ACROSS, lambda p: p[:, 0] - p[:, 1] + p[:, 2] - p[:, 3])
+
+
+def _direction_angle(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    valid: np.ndarray | None,
+    joints: list[int],
+    direction: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Angle in degrees between ``direction`` of the predicted and of the true ``joints`` ``(N, k, 3)``."""
     pred, gt = _check_poses(pred, gt, NUM_JOINTS)
     mask = _check_valid(valid, pred.shape[:2])
-    pair = [ROOT, JOINT_NAMES.index("thorax")]
-    ok = mask[:, pair].all(axis=1)
-    _check_finite(pred[:, pair], gt[:, pair], np.repeat(ok[:, None], 2, axis=1))
-    a, b = (pose[:, pair[1]] - pose[:, pair[0]] for pose in (pred, gt))
+    ok = mask[:, joints].all(axis=1)
+    _check_finite(pred[:, joints], gt[:, joints], np.repeat(ok[:, None], len(joints), axis=1))
+    a, b = direction(pred[:, joints]), direction(gt[:, joints])
     with np.errstate(invalid="ignore", divide="ignore"):  # invalid samples may hold NaN or coincide
         cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     return np.where(ok, np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))), np.nan)
