@@ -57,6 +57,11 @@ class DataConfig:
     # proportion to the frames.
     source_2d_share: float | None = None
     target: str | None = None  # unlabeled (or labeled, labels unused) real frames
+    # Where the target's joints_2d are machine-made (a 2D detector's, e.g. prepare_data.py video's
+    # MediaPipe), the rounds learn from them: the target joins source_2d, each pseudo-label takes the
+    # detector's image position (pseudo_label.anchor_2d), and the rounds train at pretrain.lr, the rate
+    # for labels (driver.use_target_2d). Annotated 2D is a label and a target's labels are never used.
+    target_2d: bool = True
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000
     synthetic_target_frames: int = 4000

@@ -9,6 +9,7 @@ the run's lease (``open_run``) while it runs it, so a second one on the same run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -299,6 +300,7 @@ class RayRounds:
         label.label_frames(
             self.inputs.target, self.run.model(k - 1), self.run.labels(k), k, config.label,
             config.adapt.sigma, config.model.input_size,  # the checkpoint's size (check_init_checkpoint)
+            anchor=config.data.target_2d and config.data.target in config.data.source_2d,
         )  # fmt: skip
         return self.run.labels(k)
 
@@ -339,8 +341,37 @@ class RayRounds:
         self.run.commit(k, record)
 
 
+def use_target_2d(config: Config, log: Log = print) -> Config:
+    """``config`` with the target's machine-made 2D keypoints put to use (``data.target_2d``), else as is.
+
+    Measured on real footage (docs/data.md): the source model places real people's joints in the
+    image no better than a constant pose and has their left and right at random, while a detector's
+    2D is close. Learnt as 2D labels, they teach the image; at the adaptation's rate (a tenth of
+    pretraining's, set for pseudo-labels' noise) a few rounds barely move it, so the rounds train at
+    ``pretrain.lr``, as supervised fine-tuning does. The labeler anchors the pseudo-labels to the same
+    keypoints (``RayRounds``), or their image positions would pull against them.
+    """
+    data = config.data
+    if not (data.target and data.target_2d):
+        return config
+    made = machine_labels(data.target)
+    if not made:
+        return config
+    log(
+        f"target {data.target}: {made}; they are its 2D labels (data.source_2d), anchor its pseudo-labels, "
+        f"and the rounds train at pretrain.lr {config.pretrain.lr:g} (data.target_2d)"
+    )
+    source_2d = data.source_2d if data.target in data.source_2d else (*data.source_2d, data.target)
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(data, source_2d=source_2d),
+        adapt=dataclasses.replace(config.adapt, lr=config.pretrain.lr),
+    )
+
+
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
     """Run (or resume) the whole method, holding the run; returns the committed evaluations in order."""
+    config = use_target_2d(config, log)
     with open_run(config, resume, log) as run:
         inputs = load_inputs(config, log)
         done = run.committed_rounds()

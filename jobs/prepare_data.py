@@ -4,7 +4,7 @@
     python jobs/prepare_data.py h36m      --root H36M_PROCESSED --split train --every 5 --out URI
     python jobs/prepare_data.py surreal   --root SURREAL/data/cmu --split train --every 10 --out URI
     python jobs/prepare_data.py mpii      --root MPII_DIR --out URI
-    python jobs/prepare_data.py video     VIDEO_OR_FOLDER --every 5 --out URI [--calibration F] [--labels-2d]
+    python jobs/prepare_data.py video     VIDEO_OR_FOLDER --every 5 --out URI [--calibration F]
     python jobs/prepare_data.py validate  URI [--headers-only]
     python jobs/prepare_data.py grid      synthetic-source synthetic-real [URI ...] --out samples.png
 
@@ -231,9 +231,11 @@ def add_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="the source's name in frame ids (default: the file or folder name)")
     parser.add_argument(
         "--labels-2d",
-        action="store_true",
-        help="keep MediaPipe's 2D landmarks as joints_2d: machine-made labels, marked so in the files "
-        "(a 2D-only source: data.source_2d)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep MediaPipe's 2D landmarks as joints_2d: machine-made labels, marked so in the files, "
+        "which self-training on these frames learns from (data.target_2d) and which can serve as a "
+        "2D-only source (data.source_2d); --no-labels-2d: frames without any 2D (default: kept)",
     )
     camera = parser.add_mutually_exclusive_group()
     camera.add_argument(

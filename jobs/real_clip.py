@@ -12,10 +12,12 @@ Everything is written under ``runs/<name>/`` (``--name``, default ``real-clip``)
    the nominal camera (said in the output), and MediaPipe's 2D landmarks kept as *machine-made* 2D
    labels (marked so in the files). Reused when present.
 2. ``self-train/``: ``jobs/self_train.py --config configs/demo.yaml --target records --rounds R``:
-   the shipped source model adapted to those frames. Their machine-made 2D joins the source as a
-   2D-only dataset (``--source-2d``, the paper's "w/ MPII" setting with real 2D; half the source
-   frames drawn, ``data.source_2d_share`` in the config), unless ``--no-real-2d``. The test set stays
-   the synthetic benchmark's, the clip having no 3D truth.
+   the shipped source model adapted to those frames. The driver finds their 2D machine-made and learns
+   from it (``data.target_2d``): it joins the source as a 2D-only dataset (the paper's "w/ MPII"
+   setting with real 2D; half the source frames drawn, ``data.source_2d_share`` in the config), the
+   pseudo-labels take its image positions, and the rounds train at the pretraining rate; with
+   ``--no-real-2d`` (``--set data.target_2d=false``) none of this. The test set stays the synthetic
+   benchmark's, the clip having no 3D truth.
    A run that exists is resumed (``--resume``).
 3. ``source/`` and ``adapted/``: ``jobs/predict.py --data records --n 0 --sheet K`` with the source
    model and the last round's: ``predictions.jsonl`` (``joints_mm`` for every frame, from the
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"using the records in {records}")
     driver = [python, str(REPO / "jobs" / "self_train.py"), "--config", args.config, "--storage", str(root)]
     driver += ["--run-name", "self-train", "--target", str(records), "--rounds", str(args.rounds)]
-    if not args.no_real_2d:
-        driver += ["--source-2d", str(records)]
+    if args.no_real_2d:
+        driver += ["--set", "data.target_2d=false"]
     if (root / "self-train" / "config.yaml").exists():
         driver.append("--resume")
     step(driver + [flag for value in args.set for flag in ("--set", value)])

@@ -57,11 +57,11 @@ def _write_video(path: Path, frames: list[np.ndarray]) -> None:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """The clip converted with given intrinsics: the rows and what the command printed."""
+    """The clip converted with given intrinsics and without MediaPipe's 2D: the rows and the dataset."""
     tmp_path = tmp_path_factory.mktemp("video")
     out = tmp_path / "records"
     argv = ["video", str(CLIP), "--crop-size", "64", "--image-format", "png", "--out", str(out)]
-    code = prepare_data.main([*argv, "--intrinsics", *(str(v) for v in INTRINSICS)])
+    code = prepare_data.main([*argv, "--intrinsics", *(str(v) for v in INTRINSICS), "--no-labels-2d"])
     assert code == 0
     return {"uri": str(out), "rows": table_to_rows(read_records(out))}
 
@@ -199,10 +199,12 @@ def test_a_calibration_file_picks_its_camera_and_refuses_to_guess(tmp_path, caps
     assert f"camera: {calibration} [cam_02]" in out and "lens distortion [0.01, 0.0, 0.0, 0.0]" in out
 
 
-def test_labels_2d_keep_mediapipes_visible_joints_on_the_same_crops_marked_machine_made(converted, tmp_path):
+def test_mediapipes_visible_joints_are_kept_by_default_on_the_same_crops_marked_machine_made(
+    converted, tmp_path
+):
     out = tmp_path / "labeled"
     argv = ["video", str(CLIP), "--crop-size", "64", "--image-format", "png", "--out", str(out)]
-    assert prepare_data.main([*argv, "--intrinsics", *(str(v) for v in INTRINSICS), "--labels-2d"]) == 0
+    assert prepare_data.main([*argv, "--intrinsics", *(str(v) for v in INTRINSICS)]) == 0
     rows = table_to_rows(read_records(out))
     assert [r["frame_id"] for r in rows] == [r["frame_id"] for r in converted["rows"]]
     assert machine_labels(converted["uri"]) is None

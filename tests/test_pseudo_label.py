@@ -3,7 +3,8 @@ import pytest
 
 from dfa_ray.method import heatmaps as hm
 from dfa_ray.method import transforms as tf
-from dfa_ray.method.pseudo_label import combine, pseudo_label, target_variance
+from dfa_ray.method.pseudo_label import PseudoLabels, anchor_2d, combine, pseudo_label, target_variance
+from dfa_ray.method.skeleton import JOINT_NAMES
 from dfa_ray.method.views import EquivarianceView, sample_views
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
@@ -84,3 +85,26 @@ def test_mismatched_views_are_rejected():
     gt, images, rng = _scene(n=3)
     with pytest.raises(ValueError, match="3 images but views drawn for 2 frames"):
         pseudo_label(_oracle(gt, sample_views([rng] * 3)), images, sample_views([rng] * 2), FLOOR)
+
+
+def test_anchor_2d_takes_the_detected_image_position_and_drops_a_mirrored_body():
+    rng = np.random.default_rng(5)
+    joints = rng.uniform(-0.5, 0.5, (3, 17, 3)).astype(np.float32)
+    left, right = JOINT_NAMES.index("l_hip"), JOINT_NAMES.index("r_hip")
+    joints[:, left, 0], joints[:, right, 0] = 0.3, -0.3  # every label has the body's left at image right
+    labels = PseudoLabels(joints, np.full((3, 17), 0.5, np.float32), np.full(3, 0.5, np.float32))
+    detected = joints[..., :2] + 0.05
+    detected[1, left, 0], detected[1, right, 0] = -0.4, 0.4  # the detector sees frame 1 the other way
+    valid = np.ones((3, 17), bool)
+    valid[0, 5] = False  # frame 0: one joint unseen keeps the ensemble's position
+    valid[2, JOINT_NAMES.index("r_shoulder")] = False  # frame 2: left and right cannot be checked
+    detected[2, left, 0], detected[2, right, 0] = -0.4, 0.4
+    out = anchor_2d(labels, detected, valid)
+    np.testing.assert_allclose(out.joints[..., 2], joints[..., 2])  # depth stays the ensemble's
+    np.testing.assert_allclose(out.joints[0, 5], joints[0, 5])
+    seen = valid[..., None] & np.ones(2, bool)
+    np.testing.assert_allclose(out.joints[..., :2][seen], detected[seen], atol=1e-6)
+    np.testing.assert_allclose(out.confidence, [0.5, 0.0, 0.5])
+    assert (out.joint_confidence[1] == 0).all() and (out.joint_confidence[[0, 2]] == 0.5).all()
+    with pytest.raises(ValueError, match="do not match labels"):
+        anchor_2d(labels, detected[:2], valid[:2])

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dfa_ray.config import load_config
 from dfa_ray.data.records import machine_labels, read_records
 from tests.helpers import load_job
 
@@ -33,7 +34,10 @@ def test_a_clip_becomes_adapted_3d_poses_and_sheets(tmp_path, capsys):
     out = capsys.readouterr().out
     # The steps are printed as the commands a user would type.
     assert "\n$ python jobs/prepare_data.py video " in out and "--labels-2d" in out
-    assert "\n$ python jobs/self_train.py --config configs/demo.yaml" in out and "--source-2d" in out
+    assert "\n$ python jobs/self_train.py --config configs/demo.yaml" in out
+    # The driver found the clip's 2D machine-made and learnt from it (data.target_2d).
+    resolved = load_config(root / "self-train" / "config.yaml")
+    assert resolved.data.source_2d == (str(root / "records"),) and resolved.adapt.lr == resolved.pretrain.lr
     records = read_records(root / "records")
     assert machine_labels(root / "records").startswith("joints_2d are machine-made")
     assert (root / "self-train" / "round-1" / "checkpoint" / "model.pt").exists()

@@ -176,3 +176,23 @@ def test_an_experiment_trial_self_trains_through_the_round_loop_deterministicall
     # Seeded: the same trial twice gives the same numbers.
     assert [r["mpjpe"] for r in again["rounds"]] == [r["mpjpe"] for r in history]
     np.testing.assert_array_equal(first["examples"]["joints_mm"], again["examples"]["joints_mm"])
+
+
+def test_a_target_with_machine_made_2d_learns_from_it_and_one_with_annotated_2d_does_not(tmp_path):
+    source = _dataset(tmp_path / "source", 4)  # annotated 2D and 3D: labels a target never gives
+    rows = [
+        {**row, "joints_3d": None} for row in synthetic.generate("synthetic-real", "train", 3, crop_size=32)
+    ]
+    footage = str(tmp_path / "footage")
+    write_records(rows, footage, machine_labels="joints_2d are machine-made, not annotated: a detector")
+    base = Config(data=DataConfig(source=(source,), target=footage, test=source), adapt=AdaptConfig(lr=1e-4))
+    lines = []
+    config = driver.use_target_2d(base, lines.append)
+    assert config.data.source_2d == (footage,) and config.adapt.lr == base.pretrain.lr != base.adapt.lr
+    assert lines and "a detector" in lines[0] and "data.target_2d" in lines[0]
+    assert driver.use_target_2d(config, print) == config  # resolved once: a resumed run compares equal
+    off = dataclasses.replace(base, data=dataclasses.replace(base.data, target_2d=False))
+    annotated = dataclasses.replace(base, data=dataclasses.replace(base.data, target=source))
+    synthetic_target = dataclasses.replace(base, data=dataclasses.replace(base.data, target=None))
+    for unchanged in (off, annotated, synthetic_target):
+        assert driver.use_target_2d(unchanged, lambda line: pytest.fail(line)) == unchanged

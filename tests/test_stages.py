@@ -86,6 +86,26 @@ def test_labeler_labels_frames_whose_error_column_arrives_from_ray_as_nan(checkp
     np.testing.assert_allclose(out["joints"], expected["joints"])
 
 
+def test_an_anchoring_labeler_takes_the_stored_2d_where_valid_in_the_stored_crops_pixels(checkpoint):
+    rows = list(synthetic.generate("synthetic-real", "test", 4, crop_size=48))
+    batch = _batch(4)
+    batch["joints_2d"] = np.array([r["joints_2d"] for r in rows] + [None], dtype=object)[:4]
+    batch["joints_2d"][3] = None  # a frame the detector missed
+    valid = [None, np.ones(17, np.uint8), np.zeros(17, np.uint8), None]
+    batch["joints_valid"] = np.array(valid, dtype=object)
+    plain = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
+    anchored = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0, anchor=True)
+    decoded = decode_frames(batch, TINY.input_size)
+    assert list(decoded["crop_size"]) == [48] * 4
+    ours, theirs = anchored(decoded), plain(decoded)
+    xy = ours["joints"].reshape(4, 17, 3)
+    for i in (0, 1):  # all valid: the stored pixels, normalised by the stored crop's size
+        np.testing.assert_allclose(xy[i, :, :2], (2 * rows[i]["joints_2d"] + 1) / 48 - 1, atol=1e-5)
+    for i in (2, 3):  # nothing valid or nothing stored: the ensemble's label
+        np.testing.assert_allclose(ours["joints"][i], theirs["joints"][i], atol=1e-6)
+    np.testing.assert_allclose(xy[..., 2], theirs["joints"].reshape(4, 17, 3)[..., 2], atol=1e-6)
+
+
 def test_labeler_refuses_crops_of_another_size_than_its_model_takes(checkpoint):
     actor = PseudoLabeler(checkpoint, round_index=1, config=LabelConfig(), sigma=1.0)
     with pytest.raises(ValueError, match=f"takes {TINY.input_size} px crops; decoded images are"):

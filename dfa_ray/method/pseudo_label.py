@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dfa_ray.method.skeleton import JOINT_NAMES
 from dfa_ray.method.transforms import mean_variance
 from dfa_ray.method.views import Views, host_views
 
@@ -74,6 +75,44 @@ def combine(coords: np.ndarray, spread: np.ndarray, floor_variance: float) -> Ps
         joint_confidence=joint_confidence.astype(np.float32),
         confidence=joint_confidence.mean(axis=-1).astype(np.float32),
     )
+
+
+# The body's left minus its right, at the hips and the shoulders (H36M-17 indices).
+_LEFT, _RIGHT = (
+    [JOINT_NAMES.index(n) for n in ("l_hip", "l_shoulder")],
+    [JOINT_NAMES.index(n) for n in ("r_hip", "r_shoulder")],
+)
+
+
+def _across(x: np.ndarray) -> np.ndarray:
+    """The body's left minus its right in image x ``(B,)``, from each frame's joints' x ``(B, J)``."""
+    return (x[:, _LEFT] - x[:, _RIGHT]).sum(axis=1)
+
+
+def anchor_2d(labels: PseudoLabels, xy: np.ndarray, valid: np.ndarray) -> PseudoLabels:
+    """Pseudo-labels whose image position comes from a 2D detector run on the same frames.
+
+    ``xy`` ``(B, J, 2)`` holds the detector's keypoints in normalised crop coordinates and ``valid``
+    ``(B, J)`` where it saw them. A detector made from real photographs places real people's joints
+    in the image far better than a model trained on renders, but says nothing of depth: where it saw a
+    joint, the label takes its x and y and keeps the ensemble's z. Where the ensemble has the body's
+    left and right the other way round from the detector (its hips and shoulders across the image),
+    its depths belong to a body facing the other way, so the frame gets confidence 0 and the policy
+    keeps it last; a frame without the four joints detected keeps its confidence.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    n = len(labels.joints)
+    if xy.shape != (n, labels.joints.shape[1], 2) or valid.shape != xy.shape[:2]:
+        raise ValueError(
+            f"2D keypoints {xy.shape} and valid {valid.shape} do not match labels {labels.joints.shape}"
+        )
+    checked = valid[:, _LEFT + _RIGHT].all(axis=1)
+    mirrored = checked & (np.sign(_across(xy[..., 0])) != np.sign(_across(labels.joints[..., 0])))
+    joints = labels.joints.copy()
+    joints[..., :2] = np.where(valid[..., None], xy, joints[..., :2])
+    joint_confidence = np.where(mirrored[:, None], 0.0, labels.joint_confidence).astype(np.float32)
+    return PseudoLabels(joints.astype(np.float32), joint_confidence, joint_confidence.mean(axis=-1))
 
 
 def pseudo_label(

@@ -36,9 +36,10 @@ from dfa_ray.config import LabelConfig
 from dfa_ray.data.images import ImageError, decode_resized, image_size
 from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints
+from dfa_ray.method.heatmaps import pixels_to_normalised
 from dfa_ray.method.inference import DeviceModel
 from dfa_ray.method.policy import select
-from dfa_ray.method.pseudo_label import pseudo_label, target_variance
+from dfa_ray.method.pseudo_label import anchor_2d, pseudo_label, target_variance
 from dfa_ray.method.skeleton import NUM_JOINTS
 from dfa_ray.method.views import Views, frame_views, tensor_views
 from dfa_ray.stages.read import check_each_frame_once, read_output, read_parquet
@@ -96,12 +97,32 @@ def decoded(batch: dict[str, np.ndarray], size: int, actor: str) -> tuple[np.nda
     return images, [e if isinstance(e, str) else None for e in batch["error"]]
 
 
+def detected_2d(batch: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rows``' stored 2D keypoints (``joints_2d``, ``joints_valid``) in normalised crop
+    coordinates ``(R, J, 2)`` and where they are valid ``(R, J)``; a frame without any is all invalid."""
+    xy = np.zeros((len(rows), NUM_JOINTS, 2))
+    valid = np.zeros((len(rows), NUM_JOINTS), bool)
+    for out, i in enumerate(rows):
+        pixels = batch["joints_2d"][i]
+        if pixels is None or np.size(pixels) != NUM_JOINTS * 2:  # None, or NaN from an all-null column
+            continue
+        xy[out] = pixels_to_normalised(
+            np.asarray(pixels, np.float64).reshape(NUM_JOINTS, 2), batch["crop_size"][i]
+        )
+        flags = batch["joints_valid"][i]
+        valid[out] = True if flags is None or np.size(flags) != NUM_JOINTS else np.asarray(flags) > 0
+    return xy, valid
+
+
 class PseudoLabeler:
     """Ray Data callable class: loads the round's checkpoint once, labels batches of decoded frames,
     building the views on the model's device (``views.tensor_views``)."""
 
-    def __init__(self, checkpoint_uri: str, round_index: int, config: LabelConfig, sigma: float) -> None:
+    def __init__(
+        self, checkpoint_uri: str, round_index: int, config: LabelConfig, sigma: float, anchor: bool = False
+    ) -> None:
         model, _ = checkpoints.load(checkpoint_uri)
+        self.anchor = anchor
         self.model = DeviceModel(model, config.inference, use_gpu=config.num_gpus > 0)
         self.input_size = model.config.input_size
         self.round_index = round_index
@@ -127,6 +148,8 @@ class PseudoLabeler:
             views = frame_views(ids, self.config.seed, self.round_index, self.config.views)
             on_device = self.model.to_device(images[good])
             labels = pseudo_label(self._predict, on_device, views, self.floor, make_views=self._views)
+            if self.anchor:
+                labels = anchor_2d(labels, *detected_2d(batch, good))
             joints[good] = labels.joints.reshape(len(good), -1)
             joint_confidence[good] = labels.joint_confidence
         return {
@@ -243,13 +266,17 @@ def label_frames(
     config: LabelConfig,
     sigma: float,
     input_size: int,
+    anchor: bool = False,
 ) -> None:
     """Run the ensemble over every target frame with Ray Data (``through_actors``, ``PseudoLabeler``
-    actors) and write LABEL_SCHEMA Parquet files."""
+    actors) and write LABEL_SCHEMA Parquet files; with ``anchor``, each label's image position comes
+    from the target's stored 2D keypoints where they are valid (``pseudo_label.anchor_2d``)."""
     kwargs = {"checkpoint_uri": checkpoint_uri, "round_index": round_index, "config": config, "sigma": sigma}
-    through_actors(
-        target_uri, ["frame_id", "image"], PseudoLabeler, kwargs, labels_uri, config, input_size, "labels"
-    )
+    columns = ["frame_id", "image"]
+    if anchor:
+        kwargs["anchor"] = True
+        columns += ["joints_2d", "joints_valid"]
+    through_actors(target_uri, columns, PseudoLabeler, kwargs, labels_uri, config, input_size, "labels")
 
 
 def read_labels(labels_uri: str, columns: Sequence[str] | None = None) -> pa.Table:
