@@ -3,7 +3,8 @@
 ``label_frames`` streams the target's ``frame_id`` and ``image`` columns through CPU tasks that
 decode them (``decode_frames``) into a pool of ``PseudoLabeler`` actors (one model load per actor)
 that run Algorithm 1 (``pseudo_label``, its views built on the model's device) and writes one row
-per frame to ``labels_uri``:
+per frame to ``labels_uri`` (anchoring, where the target's 2D is a detector's, streams its
+``joints_2d`` and ``joints_valid`` too: ``pseudo_label.anchor_2d``):
 
     frame_id          string
     joints            list<float32> (51)  17 x 3 normalised coordinates (see ``heatmaps``)
