@@ -24,7 +24,10 @@ checkpoint's source mean pose: MPJPE / PA-MPJPE against the pseudo-ground-truth 
 camera's frame, multi-view consistency (mm, lower is better), and the median angle between the
 predicted and the true trunk (pelvis to thorax) in the camera's frame, which an upright prediction of
 a person seen from above gets wrong, and the share of poses turned more than 90 degrees from the
-truth (``metrics.facing_angle``: a front/back flip). Only people seen in two views or more are
+truth (``metrics.facing_angle``: a front/back flip), with a histogram of that angle and the size of
+the direction across the body along the camera's x and z, predicted and true (a model unsure of
+left and right shrinks x); the MPJPE after each pose's best scale; and each method's median bone
+lengths beside the pseudo-ground-truth's. Only people seen in two views or more are
 scored. MediaPipe's 3D shares the pseudo-ground-truth's landmarks, which favours it.
 """
 
@@ -46,7 +49,14 @@ from dfa_ray.data import multiview, video
 from dfa_ray.data.records import write_records
 from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints, metrics
-from dfa_ray.method.skeleton import MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M, ROOT, map_joints
+from dfa_ray.method.skeleton import (
+    JOINT_NAMES,
+    MEDIAPIPE_JOINT_NAMES,
+    MEDIAPIPE_TO_H36M,
+    PARENTS,
+    ROOT,
+    map_joints,
+)
 
 # jobs/ holds scripts, not a package: predict.py's functions are the path every user's frames take.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
@@ -161,15 +171,54 @@ def score(
         summary = metrics.summarize(pred, truth, valid=valid, mean_pose=mean_pose)
         lean = metrics.trunk_angle(pred, truth, valid)
         facing = metrics.facing_angle(pred, truth, valid)
+        facing = facing[np.isfinite(facing)]  # the poses with hips and shoulders triangulated
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
             "trunk_angle_deg_median": float(np.nanmedian(lean)),
-            # Front/back flips: turned more than 90 degrees from the truth (of the poses with hips and
-            # shoulders triangulated).
-            "facing_flipped_share": float(np.mean(facing[np.isfinite(facing)] > 90)),
+            # Front/back flips: turned more than 90 degrees from the truth.
+            "facing_flipped_share": float(np.mean(facing > 90)),
+            "facing_angle_histogram_30deg": np.histogram(facing, bins=np.arange(0, 181, 30))[0].tolist(),
+            "across_body_mm": {"predicted": across_body(pred, valid), "true": across_body(truth, valid)},
+            "mpjpe_best_scale": best_scale_mpjpe(pred, truth, valid),
+            "bone_mm_median": bone_medians(pred, valid),
         }
     return results
+
+
+def truth_shape(found: list[PersonFrame]) -> dict:
+    """The pseudo-ground-truth's bone lengths, beside each method's (``bone_mm_median``)."""
+    scored = [p for p in found if p.valid[ROOT]]
+    truth = np.stack([p.joints - p.joints[ROOT] for p in scored])
+    valid = np.stack([p.valid for p in scored])
+    return {"bone_mm_median": bone_medians(truth, valid)}
+
+
+def across_body(poses: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """Mean size of the direction across the body (``metrics.facing_angle``'s) along the camera's x
+    (across the image) and z (depth): a model unsure of left and right shrinks x."""
+    across = metrics.across_body(poses[valid[:, list(metrics.ACROSS_JOINTS)].all(axis=1)])
+    return {"x": float(np.abs(across[:, 0]).mean()), "z": float(np.abs(across[:, 2]).mean())}
+
+
+def best_scale_mpjpe(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    """MPJPE after scaling each root-relative pose by its least-squares factor onto the truth."""
+    mask = valid.astype(bool)[..., None]
+    scale = (np.where(mask, pred * truth, 0).sum(axis=(1, 2))) / np.where(mask, pred**2, 0).sum(axis=(1, 2))
+    error = np.linalg.norm(pred * scale[:, None, None] - truth, axis=-1)
+    return float(error[valid.astype(bool)].mean())
+
+
+def bone_medians(poses: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """Median length in mm of each bone (a joint and its parent) over the poses where both are valid."""
+    out = {}
+    for child, name in enumerate(JOINT_NAMES):
+        parent = PARENTS[child]
+        if parent < 0:
+            continue
+        ok = valid[:, child].astype(bool) & valid[:, parent].astype(bool)
+        out[name] = float(np.median(np.linalg.norm(poses[ok, child] - poses[ok, parent], axis=-1)))
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -217,6 +266,7 @@ def run(args: argparse.Namespace) -> dict:
             "reprojection_px_mean": float(np.nanmean(errors)),
             "reprojection_px_median": float(np.nanmedian(errors)),
             "valid_joints_per_person_frame": float(np.mean([p.valid.sum() for p in found])),
+            **truth_shape(found),
         },
         "methods": score(found, cameras, poses, mean_pose),
     }

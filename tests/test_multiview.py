@@ -201,4 +201,7 @@ def test_real_multiview_scores_every_method(tmp_path):
         assert scores["num_frames"] >= 12 and scores["mpjpe"] > 0 and scores["consistency_mm"] > 0
         assert 0.0 <= scores["trunk_angle_deg_median"] <= 180.0
         assert 0.0 <= scores["facing_flipped_share"] <= 1.0
+        assert sum(scores["facing_angle_histogram_30deg"]) <= scores["num_frames"]
+        assert 0 < scores["mpjpe_best_scale"] and set(scores["across_body_mm"]) == {"predicted", "true"}
+        assert set(scores["bone_mm_median"]) == set(results["pseudo_gt"]["bone_mm_median"])
     assert script.main(["--checkpoint", checkpoint, "--footage", str(FOOTAGE), "--out", str(out)]) == 2

@@ -152,7 +152,17 @@ def trunk_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = Non
 
 
 # Left minus right, at the hips and at the shoulders: the body's left, across it.
-_ACROSS = [JOINT_NAMES.index(name) for name in ("l_hip", "r_hip", "l_shoulder", "r_shoulder")]
+ACROSS_JOINTS = tuple(JOINT_NAMES.index(name) for name in ("l_hip", "r_hip", "l_shoulder", "r_shoulder"))
+
+
+def _across(joints: np.ndarray) -> np.ndarray:
+    """Left hip minus right hip plus left shoulder minus right shoulder, from ``(N, 4, D)``."""
+    return joints[:, 0] - joints[:, 1] + joints[:, 2] - joints[:, 3]
+
+
+def across_body(poses: np.ndarray) -> np.ndarray:
+    """The direction across the body, towards its left, ``(N, D)`` from poses ``(N, 17, D)`` (2D or 3D)."""
+    return _across(np.asarray(poses)[:, list(ACROSS_JOINTS)])
 
 
 def facing_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -165,7 +175,7 @@ def facing_angle(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = No
     allows. A flip swaps left and right limbs in depth, so one costs far more MPJPE than its shape
     error suggests.
     """
-    return _direction_angle(pred, gt, valid, _ACROSS, lambda p: p[:, 0] - p[:, 1] + p[:, 2] - p[:, 3])
+    return _direction_angle(pred, gt, valid, list(ACROSS_JOINTS), _across)
 
 
 def _direction_angle(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from dfa_ray.method.skeleton import JOINT_NAMES
+from dfa_ray.method.metrics import ACROSS_JOINTS, across_body
 from dfa_ray.method.transforms import mean_variance
 from dfa_ray.method.views import Views, host_views
 
@@ -77,18 +77,6 @@ def combine(coords: np.ndarray, spread: np.ndarray, floor_variance: float) -> Ps
     )
 
 
-# The body's left minus its right, at the hips and the shoulders (H36M-17 indices).
-_LEFT, _RIGHT = (
-    [JOINT_NAMES.index(n) for n in ("l_hip", "l_shoulder")],
-    [JOINT_NAMES.index(n) for n in ("r_hip", "r_shoulder")],
-)
-
-
-def _across(x: np.ndarray) -> np.ndarray:
-    """The body's left minus its right in image x ``(B,)``, from each frame's joints' x ``(B, J)``."""
-    return (x[:, _LEFT] - x[:, _RIGHT]).sum(axis=1)
-
-
 def anchor_2d(labels: PseudoLabels, xy: np.ndarray, valid: np.ndarray) -> PseudoLabels:
     """Pseudo-labels whose image position comes from a 2D detector run on the same frames.
 
@@ -107,8 +95,8 @@ def anchor_2d(labels: PseudoLabels, xy: np.ndarray, valid: np.ndarray) -> Pseudo
         raise ValueError(
             f"2D keypoints {xy.shape} and valid {valid.shape} do not match labels {labels.joints.shape}"
         )
-    checked = valid[:, _LEFT + _RIGHT].all(axis=1)
-    mirrored = checked & (np.sign(_across(xy[..., 0])) != np.sign(_across(labels.joints[..., 0])))
+    checked = valid[:, list(ACROSS_JOINTS)].all(axis=1)
+    mirrored = checked & (np.sign(across_body(xy)[:, 0]) != np.sign(across_body(labels.joints)[:, 0]))
     joints = labels.joints.copy()
     joints[..., :2] = np.where(valid[..., None], xy, joints[..., :2])
     joint_confidence = np.where(mirrored[:, None], 0.0, labels.joint_confidence).astype(np.float32)
