@@ -82,13 +82,11 @@ def run(args: argparse.Namespace) -> dict:
     camera = np.array([row["camera"] for row in rows], np.float64)
     joints = np.array([np.asarray(row["joints_3d"], np.float64).reshape(-1, 3) for row in rows])
     truth = joints - joints[:, ROOT : ROOT + 1]
+    crops = [decode_image(row["image"]) for row in rows]
     results = {"domain": args.domain, "split": args.split, "seed": args.seed, "checkpoints": {}}
     for path in args.checkpoints:
         model, info = checkpoints.load(path)
-        frames = [predict.resize(decode_image(row["image"]), model.config.input_size) for row in rows]
-        coords = np.concatenate(
-            [predict.predict(model, np.stack(frames[i : i + 128]))[0] for i in range(0, len(frames), 128)]
-        ).reshape(joints.shape)
+        coords = predict.predict_crops(model, crops, batch_size=128)
         pred = heatmaps.denormalise(coords, camera, CROP_SIZE, joints[:, ROOT, 2])
         pred -= pred[:, ROOT : ROOT + 1]
         results["checkpoints"][path] = found = diagnose(

@@ -50,10 +50,10 @@ from dfa_ray.data.records import write_records
 from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints, metrics
 from dfa_ray.method.skeleton import (
+    BONES,
     JOINT_NAMES,
     MEDIAPIPE_JOINT_NAMES,
     MEDIAPIPE_TO_H36M,
-    PARENTS,
     ROOT,
     map_joints,
 )
@@ -212,12 +212,10 @@ def best_scale_mpjpe(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> 
 def bone_medians(poses: np.ndarray, valid: np.ndarray) -> dict[str, float]:
     """Median length in mm of each bone (a joint and its parent) over the poses where both are valid."""
     out = {}
-    for child, name in enumerate(JOINT_NAMES):
-        parent = PARENTS[child]
-        if parent < 0:
-            continue
+    for parent, child in BONES:
         ok = valid[:, child].astype(bool) & valid[:, parent].astype(bool)
-        out[name] = float(np.median(np.linalg.norm(poses[ok, child] - poses[ok, parent], axis=-1)))
+        lengths = np.linalg.norm(poses[ok, child] - poses[ok, parent], axis=-1)
+        out[JOINT_NAMES[child]] = float(np.median(lengths))
     return out
 
 

@@ -257,12 +257,17 @@ def _rounded(array: np.ndarray | None, digits: int) -> list | None:
 
 def predict_frames(model: torch.nn.Module, frames: list[Frame], batch_size: int) -> np.ndarray:
     """Normalised joints ``(N, 17, 3)`` of the frames, their crops resized to the model's input."""
+    return predict_crops(model, [frame.crop for frame in frames], batch_size)
+
+
+def predict_crops(model: torch.nn.Module, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Normalised joints ``(N, 17, 3)`` of uint8 RGB crops of any size, resized to the model's input."""
     size = model.config.input_size
     out = []
-    for i in range(0, len(frames), batch_size):
-        images = np.stack([resize(frame.crop, size) for frame in frames[i : i + batch_size]])
+    for i in range(0, len(crops), batch_size):
+        images = np.stack([resize(crop, size) for crop in crops[i : i + batch_size]])
         out.append(predict(model, images)[0])
-    return np.concatenate(out).astype(np.float64).reshape(len(frames), NUM_JOINTS, 3)
+    return np.concatenate(out).astype(np.float64).reshape(len(crops), NUM_JOINTS, 3)
 
 
 def to_mm(frame: Frame, coords: np.ndarray) -> tuple[np.ndarray, float]:
