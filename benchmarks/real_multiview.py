@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
     if not any(p.valid[ROOT] for p in found):
         raise InputError(f"{args.footage}: no person was triangulated with a pelvis in any frame")
     records = args.out / "records"
-    write_records(rows, records, machine_labels=video.MACHINE_LABELS)
+    write_records(rows, records, machine_labels=video.MACHINE_LABELS, skeleton=video.SKELETON)
     frames = predict.record_frames(str(records), 0)
     coords = predict.predict_frames(model, frames, args.batch_size)
     mean_pose = None if info.get("mean_pose") is None else np.asarray(info["mean_pose"], np.float64)

@@ -19,9 +19,9 @@ a schema-v1 dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet``
   space, see ``dfa_ray.method.heatmaps``); ``joints_2d`` 17 x 2 pixels (of the stored crop for records, of
   the original image for files); ``joints_mm`` 17 x 3 root-relative millimetres (camera axes: x
   right, y down, z forward; the pelvis at 0), for every frame; ``camera`` (fx, fy, cx, cy of the square crop
-  in its own pixels); ``root_depth_mm`` and ``root_depth_source`` (``joints_3d``, ``bone-length prior``
-  or ``--root-depth-mm``: where the depth that sets the millimetre scale came from); ``note`` (the same
-  in words).
+  in its own pixels); ``root_depth_mm`` and ``root_depth_source`` (``joints_3d``, ``bone-length
+  prior (h36m)`` or ``(mediapipe)``, or ``--root-depth-mm``: where the depth that sets the millimetre
+  scale came from); ``note`` (the same in words).
 - ``<name>.png`` per frame, ``2P`` pixels wide and ``P`` high (``P`` = ``--panel-size``, default 256):
   on the left the input crop at ``P x P`` with the predicted 2D skeleton, on the right the predicted
   3D skeleton, orthographic, seen from a viewpoint turned 45 degrees to the camera's left about the
@@ -36,9 +36,14 @@ a schema-v1 dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet``
 joints need the crop camera and the root (pelvis) depth. For records the camera is the record's.
 A record with ``joints_3d`` gets its true root depth (MargiPose's evaluation protocol). A record
 without (unlabeled footage, e.g. from ``prepare_data.py video``) gets the root depth of a PRIOR: the
-person is ASSUMED to be a nominal 1.75 m adult (``skeleton.NOMINAL_BONE_MM``, close to Human3.6M's
-mean skeleton), at the depth where the predicted bone lengths best match that skeleton's
-(``heatmaps.root_depth_from_bones``). The depth only scales the root-relative pose, so shape
+person is ASSUMED to be a nominal adult of the dataset's skeleton (``records.skeleton``), at the
+depth where the predicted bone lengths best match that skeleton's (``heatmaps.root_depth_from_bones``).
+That is Human3.6M's 1.75 m adult (``skeleton.NOMINAL_BONE_MM``) unless the records say their joints
+are a detector's: ``prepare_data.py video`` keeps MediaPipe's 2D and says so, a model adapted to
+them learns MediaPipe's joints, and their bones are MediaPipe's own estimate of people
+(``skeleton.MEDIAPIPE_BONE_MM``: shorter thighs, the nose and head further above the shoulders).
+On Pose2Sim's calibrated footage that prior took 7-21 mm off the adapted models' MPJPE
+(docs/data.md). The depth only scales the root-relative pose, so shape
 (PA-MPJPE) is untouched and the focal length hardly matters; a short or tall person comes out at a
 nominal adult's size. Its cost, measured by ``benchmarks/depth_prior.py`` with the shipped source
 model on 1,000 synthetic-real test frames: MPJPE 183.4 mm with the prior against 169.3 mm with the
@@ -69,6 +74,7 @@ import torch
 
 from dfa_ray import storage
 from dfa_ray.cli import exit_code
+from dfa_ray.data import records
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.mpii import nominal_intrinsics
 from dfa_ray.data.preview import draw_skeleton, save_png
@@ -76,7 +82,7 @@ from dfa_ray.data.records import dataset_files, read_records
 from dfa_ray.data.schema import RecordError, table_to_rows
 from dfa_ray.method import checkpoints, heatmaps
 from dfa_ray.method.model import predict
-from dfa_ray.method.skeleton import NUM_JOINTS, ROOT
+from dfa_ray.method.skeleton import BONE_PRIORS, NUM_JOINTS, ROOT
 from dfa_ray.storage import StorageError
 
 # Errors that mean "this input or output is unusable": reported in one line, exit code 2.
@@ -94,7 +100,7 @@ _FILE_NOTE = (
 _RECORD_NOTE = "record camera and true root depth from joints_3d"
 _PRIOR_NOTE = (
     "record camera; no joints_3d, so the root depth is the bone-length prior's: the pose scaled to a "
-    "nominal adult, millimetres scale with that assumption"
+    "nominal adult of the {skeleton} skeleton, millimetres scale with that assumption"
 )
 
 
@@ -107,6 +113,7 @@ class Frame(NamedTuple):
     crop: np.ndarray  # (S, S, 3) uint8 RGB
     camera: np.ndarray  # (4,) fx, fy, cx, cy of the crop
     root_depth: float | None  # mm; None: the bone-length prior's, from the prediction
+    skeleton: str  # the prior's skeleton (skeleton.BONE_PRIORS), the dataset's (records.skeleton)
     offset: tuple[int, int]  # crop origin in the original image's pixels
     depth_source: str  # where the root depth comes from (the output's root_depth_source)
     note: str
@@ -152,6 +159,7 @@ def image_frame(uri: str, root_depth: float) -> Frame:
         crop=crop,
         camera=camera,
         root_depth=root_depth,
+        skeleton="h36m",
         offset=(x0, y0),
         depth_source="--root-depth-mm",
         note=_FILE_NOTE.format(depth=root_depth),
@@ -167,7 +175,7 @@ def record_frames(uri: str, n: int) -> list[Frame]:
         rows += table_to_rows(table if n == 0 else table.slice(0, n - len(rows)))
         if n and len(rows) >= n:
             break
-    frames = []
+    frames, skeleton = [], records.skeleton(uri)
     for row in rows:
         frame_id = str(row["frame_id"])
         joints_3d = row.get("joints_3d")
@@ -182,9 +190,10 @@ def record_frames(uri: str, n: int) -> list[Frame]:
                 crop=decode_image(row["image"], frame_id),
                 camera=np.asarray(row["camera"], np.float64),
                 root_depth=root_depth,
+                skeleton=skeleton,
                 offset=(0, 0),
-                depth_source="bone-length prior" if root_depth is None else "joints_3d",
-                note=_PRIOR_NOTE if root_depth is None else _RECORD_NOTE,
+                depth_source=f"bone-length prior ({skeleton})" if root_depth is None else "joints_3d",
+                note=_PRIOR_NOTE.format(skeleton=skeleton) if root_depth is None else _RECORD_NOTE,
             )
         )
     return frames
@@ -276,7 +285,8 @@ def to_mm(frame: Frame, coords: np.ndarray) -> tuple[np.ndarray, float]:
     camera, size = frame.camera[None], frame.crop.shape[0]
     depth = frame.root_depth
     if depth is None:
-        depth = float(heatmaps.root_depth_from_bones(coords[None], camera, size)[0])
+        bones = BONE_PRIORS[frame.skeleton]
+        depth = float(heatmaps.root_depth_from_bones(coords[None], camera, size, bones)[0])
     camera_frame = heatmaps.denormalise(coords[None], camera, size, np.array([depth]))[0]
     return camera_frame - camera_frame[ROOT], depth
 

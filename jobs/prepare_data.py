@@ -64,6 +64,7 @@ def _write(
     label: str,
     total: int | None = None,
     machine_labels: str | None = None,
+    skeleton: str | None = None,
 ) -> int:
     # Refuse before converting anything: a converter may run for hours before its first shard.
     if storage.list_files(args.out, suffix=".parquet"):
@@ -75,6 +76,7 @@ def _write(
         args.out,
         target_shard_bytes=args.shard_mb * MiB,
         machine_labels=machine_labels,
+        skeleton=skeleton,
     )
     if summary.num_frames == 0:
         print(f"error: {label}: no frames matched; nothing written to {args.out}", file=sys.stderr)
@@ -210,9 +212,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         print(f"camera: lens distortion {list(camera.distortion)} is not removed from the frames")
     report = video.VideoReport(str(args.input))
     rows = video.video_rows(source, camera, report, args.every, _crop(args), args.max_people, args.labels_2d)
-    code = _write(
-        rows, args, f"video/{source.name}", machine_labels=video.MACHINE_LABELS if args.labels_2d else None
-    )
+    # With the 2D kept, a model adapted to these records learns MediaPipe's joints (video.SKELETON).
+    notes = {"machine_labels": video.MACHINE_LABELS, "skeleton": video.SKELETON} if args.labels_2d else {}
+    code = _write(rows, args, f"video/{source.name}", **notes)
     print(report.summary())
     return code
 

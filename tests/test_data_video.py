@@ -17,9 +17,10 @@ import pytest
 from dfa_ray.data import video
 from dfa_ray.data.crop import Box, CropSpec
 from dfa_ray.data.images import decode_image
-from dfa_ray.data.records import machine_labels, read_records
+from dfa_ray.data.records import machine_labels, read_records, skeleton
 from dfa_ray.data.schema import table_to_rows
-from dfa_ray.method.skeleton import JOINT_NAMES, MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M
+from dfa_ray.method import heatmaps
+from dfa_ray.method.skeleton import JOINT_NAMES, MEDIAPIPE_BONE_MM, MEDIAPIPE_JOINT_NAMES, MEDIAPIPE_TO_H36M
 from tests.helpers import load_job, tiny_checkpoint
 
 prepare_data = load_job("prepare_data")
@@ -223,6 +224,21 @@ def test_mediapipes_visible_joints_are_kept_by_default_on_the_same_crops_marked_
         assert np.all((inside > -32) & (inside < 96))  # within half a crop of it: a person in view
         assert np.all(row["joints_2d"][~valid] == 0)
     assert labeled >= len(rows) - 1
+    # Its joints are MediaPipe's, and predict.py's depth prior fits their bones to MediaPipe's skeleton.
+    assert skeleton(out) == "mediapipe" and skeleton(converted["uri"]) == "h36m"
+    preds = tmp_path / "preds"
+    argv = ["--checkpoint", tiny_checkpoint(tmp_path), "--data", str(out), "--n", "3", "--out", str(preds)]
+    assert predict_job.main([*argv, "--panel-size", "32"]) == 0
+    for line, row in zip(_predictions(preds), rows):
+        assert line["root_depth_source"] == "bone-length prior (mediapipe)"
+        normalised, camera = np.asarray(line["joints_normalised"])[None], np.asarray(row["camera"])[None]
+        depth = heatmaps.root_depth_from_bones(normalised, camera, 64, MEDIAPIPE_BONE_MM)[0]
+        assert line["root_depth_mm"] == pytest.approx(depth, rel=1e-3)
+        assert depth != pytest.approx(heatmaps.root_depth_from_bones(normalised, camera, 64)[0], rel=0.005)
+
+
+def _predictions(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -233,12 +249,12 @@ def test_predict_gives_every_unlabeled_video_frame_millimetres(converted, tmp_pa
     checkpoint = tiny_checkpoint(tmp_path)
     argv = ["--checkpoint", checkpoint, "--data", converted["uri"], "--n", "0", "--out", str(out)]
     assert predict_job.main([*argv, "--panel-size", "32"]) == 0
-    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    lines = _predictions(out)
     assert [line["frame_id"] for line in lines] == [row["frame_id"] for row in converted["rows"]]
     for line in lines:
         mm = np.asarray(line["joints_mm"])
         assert mm.shape == (17, 3) and np.isfinite(mm).all() and np.all(mm[0] == 0)
-        assert line["root_depth_source"] == "bone-length prior" and line["root_depth_mm"] > 0
+        assert line["root_depth_source"] == "bone-length prior (h36m)" and line["root_depth_mm"] > 0
 
 
 # ------------------------------------------------------------------------------------------- pieces

@@ -185,7 +185,7 @@ def test_predict_on_records_without_joints_3d_gives_millimetres_from_the_bone_le
     assert len(lines) == 6
     frames = load_frames(assets["no3d"], TINY.input_size)
     for line, camera in zip(lines, frames.camera):
-        assert line["root_depth_source"] == "bone-length prior" and "nominal adult" in line["note"]
+        assert line["root_depth_source"] == "bone-length prior (h36m)" and "nominal adult" in line["note"]
         normalised, mm = np.asarray(line["joints_normalised"]), np.asarray(line["joints_mm"])
         assert mm.shape == (17, 3) and np.all(mm[0] == 0)
         # The depth is the prior's on this very prediction, and the millimetres rest on it.

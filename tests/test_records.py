@@ -21,6 +21,7 @@ from dfa_ray.data.records import (
     machine_labels,
     read_records,
     read_records_with_report,
+    skeleton,
     write_records,
 )
 from dfa_ray.data.schema import (
@@ -227,15 +228,18 @@ def test_write_read_round_trip_is_lossless(where, tmp_path, request):
 def test_machine_made_labels_are_marked_in_every_file_and_read_back(where, tmp_path, request):
     uri = str(tmp_path / "ds") if where == "local" else request.getfixturevalue("s3_prefix")
     note = "joints_2d are machine-made, not annotated: a detector"
-    summary = write_records(make_rows(40), uri, target_shard_bytes=8 * 1024, machine_labels=note)
+    rows = make_rows(40)
+    summary = write_records(rows, uri, target_shard_bytes=8 * 1024, machine_labels=note, skeleton="mediapipe")
     assert len(summary.files) > 1
     for file in summary.files:
-        assert machine_labels(file) == note
-    assert machine_labels(uri) == note
+        assert machine_labels(file) == note and skeleton(file) == "mediapipe"
+    assert machine_labels(uri) == note and skeleton(uri) == "mediapipe"
     assert_rows_equal(table_to_rows(read_records(uri)), make_rows(40))  # still plain schema v1
     plain = str(tmp_path / "plain")
     write_records(make_rows(4), plain)
-    assert machine_labels(plain) is None
+    assert machine_labels(plain) is None and skeleton(plain) == "h36m"
+    with pytest.raises(ValueError, match="unknown skeleton 'smpl'"):
+        write_records(make_rows(4), str(tmp_path / "other"), skeleton="smpl")
 
 
 def test_shards_stay_under_the_target_size(tmp_path):

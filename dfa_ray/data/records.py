@@ -9,7 +9,9 @@ refused at the source rather than discovered by a training job.
 **Machine-made labels.** A dataset whose labels were made by a program, not annotated by people
 (``prepare_data.py video --labels-2d``: MediaPipe's 2D landmarks) says so in every file's Parquet
 metadata (``RecordWriter(machine_labels=...)``); ``machine_labels(uri)`` reads it back, and every job
-that trains on such a dataset prints it.
+that trains on such a dataset prints it. Its joints may follow the detector's skeleton rather than
+Human3.6M's (MediaPipe's hips and nose are not H36M's joints): ``RecordWriter(skeleton=...)`` names it
+and ``skeleton(uri)`` reads it back, for the depth prior of ``jobs/predict.py``.
 
 Validation cost per frame (128 px PNG crops, one core, all checks): ~7 us with the default image
 check (header + end marker, which also catches truncated files); ~0.3 ms with ``decode_images=True``
@@ -41,12 +43,15 @@ from dfa_ray.data.schema import (
     rows_to_table,
 )
 from dfa_ray.data.validation import BadRecordsError, InputError, ValidationReport, check_rows
+from dfa_ray.method.skeleton import BONE_PRIORS
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 # Parquet metadata key: how a dataset's labels were made, when a program made them.
 MACHINE_LABELS_KEY = b"dfa_ray.machine_labels"
+# Parquet metadata key: the skeleton the joints follow, when not Human3.6M's (a detector's landmarks).
+SKELETON_KEY = b"dfa_ray.skeleton"
 
 
 def dataset_files(uri: str | os.PathLike) -> list[str]:
@@ -61,13 +66,26 @@ def dataset_files(uri: str | os.PathLike) -> list[str]:
     return files
 
 
-def machine_labels(uri: str | os.PathLike) -> str | None:
-    """How the dataset's labels were made, when a program made them (None: annotated, or unlabeled)."""
+def _metadata(uri: str | os.PathLike) -> dict[bytes, bytes]:
     with storage.storage_errors(str(uri), "read Parquet metadata"):
         with storage.open_input(dataset_files(uri)[0]) as handle:
-            metadata = pq.read_schema(handle).metadata or {}
-    note = metadata.get(MACHINE_LABELS_KEY)
+            return pq.read_schema(handle).metadata or {}
+
+
+def machine_labels(uri: str | os.PathLike) -> str | None:
+    """How the dataset's labels were made, when a program made them (None: annotated, or unlabeled)."""
+    note = _metadata(uri).get(MACHINE_LABELS_KEY)
     return note.decode() if note else None
+
+
+def skeleton(uri: str | os.PathLike) -> str:
+    """The skeleton the dataset's joints follow, a key of ``skeleton.BONE_PRIORS``: "h36m" unless
+    its writer named another (``RecordWriter(skeleton=...)``)."""
+    name = _metadata(uri).get(SKELETON_KEY, b"h36m").decode()
+    if name not in BONE_PRIORS:
+        known = ", ".join(BONE_PRIORS)
+        raise SchemaError(f"{uri}: unknown skeleton {name!r} in its metadata (known: {known})")
+    return name
 
 
 def _read_file(file_uri: str, columns: list[str]) -> pa.Table:
@@ -190,7 +208,8 @@ class RecordWriter:
     batch is validated first (``validate=True``): bad rows raise BadRecordsError and nothing of that
     batch is written. An existing file of the same name is an error, never overwritten. If the
     ``with`` block raises, the files written so far are deleted. ``machine_labels`` marks the
-    dataset's labels as made by a program (how, in words; see the module docstring).
+    dataset's labels as made by a program (how, in words; see the module docstring); ``skeleton``
+    names the skeleton its joints follow when not Human3.6M's (``skeleton.BONE_PRIORS``).
     """
 
     def __init__(
@@ -201,6 +220,7 @@ class RecordWriter:
         row_group_bytes: int | None = None,
         validate: bool = True,
         machine_labels: str | None = None,
+        skeleton: str | None = None,
     ) -> None:
         if target_shard_bytes <= 0:
             raise ValueError(f"target_shard_bytes must be positive, got {target_shard_bytes}")
@@ -210,8 +230,11 @@ class RecordWriter:
         self.row_group_bytes = row_group_bytes or min(target_shard_bytes, 16 * MiB)
         self.name_prefix = name_prefix
         self.validate = validate
+        if skeleton is not None and skeleton not in BONE_PRIORS:
+            raise ValueError(f"unknown skeleton {skeleton!r} (known: {', '.join(BONE_PRIORS)})")
+        notes = {MACHINE_LABELS_KEY: machine_labels, SKELETON_KEY: skeleton}
         self.schema = SCHEMA.with_metadata(
-            {**SCHEMA.metadata, **({MACHINE_LABELS_KEY: machine_labels.encode()} if machine_labels else {})}
+            {**SCHEMA.metadata, **{key: value.encode() for key, value in notes.items() if value}}
         )
         self._seen: dict[str, str] = {}  # frame_id -> batch that wrote it, for duplicate checks
         self._batches = 0

@@ -75,6 +75,8 @@ MACHINE_LABELS = (
     f"joints_2d are machine-made, not annotated: {_MEDIAPIPE} Pose landmarks (BlazePose full), "
     f"a joint valid where its landmarks' visibility >= {MIN_VISIBILITY}"
 )
+# The skeleton those joints follow (skeleton.BONE_PRIORS): MediaPipe's hips and nose, not H36M's.
+SKELETON = "mediapipe"
 # The graph behind mediapipe.solutions.pose.Pose, run without that class (see PoseDetector).
 _POSE_GRAPH = "mediapipe/modules/pose_landmark/pose_landmark_cpu.binarypb"
 

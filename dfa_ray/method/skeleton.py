@@ -29,6 +29,22 @@ NOMINAL_BONE_MM: dict[str, float] = {
     "l_shoulder": 150, "l_elbow": 280, "l_wrist": 250, "r_shoulder": 150, "r_elbow": 280, "r_wrist": 250,
 }  # fmt: skip
 
+# The skeleton MediaPipe Pose draws people with, in mm, mapped to H36M-17 as its 2D is
+# (``MEDIAPIPE_TO_H36M``): the median bones of its own metric 3D estimate (world landmarks), left and
+# right pooled, over the 329 person-frames of Sports2D's demo clip, footage without 3D truth
+# (``benchmarks/detector_skeleton.py``). Its hips sit closer to the pelvis and its thorax lower than
+# Human3.6M's (the shoulders' midpoint), so its nose and head top stand further above the thorax.
+# A model that learnt a detector's 2D (``data.target_2d``) places its joints where MediaPipe does, and
+# the depth prior fits its poses to this skeleton rather than to NOMINAL_BONE_MM.
+MEDIAPIPE_BONE_MM: dict[str, float] = {
+    "r_hip": 102, "r_knee": 376, "r_ankle": 363, "l_hip": 102, "l_knee": 376, "l_ankle": 363,
+    "spine": 237, "thorax": 237, "neck_nose": 206, "head": 207,
+    "l_shoulder": 154, "l_elbow": 245, "l_wrist": 220, "r_shoulder": 154, "r_elbow": 245, "r_wrist": 220,
+}  # fmt: skip
+
+# The depth prior's skeletons by name: a dataset names the one its joints follow (``records.skeleton``).
+BONE_PRIORS: dict[str, dict[str, float]] = {"h36m": NOMINAL_BONE_MM, "mediapipe": MEDIAPIPE_BONE_MM}
+
 # Index of each joint's mirror image: a horizontal flip of the image turns a left limb into a right one.
 FLIP_PERMUTATION: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
 
