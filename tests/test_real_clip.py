@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # a private local Ray and MediaPipe
 CLIP = Path(__file__).parent / "fixtures" / "sports2d" / "demo-8-frames.mp4"
 SMALL = [
     "data.synthetic_source_frames=64", "data.synthetic_test_frames=16", "workers.num_workers=1",
-    "pretrain.batch_size=4", "adapt.batch_size=4", "label.actors=1",
+    "pretrain.batch_size=4", "adapt.batch_size=4", "adapt.min_steps_per_epoch=20", "label.actors=1",
 ]  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def test_a_clip_becomes_adapted_3d_poses_and_sheets(tmp_path, capsys):
         lines = [json.loads(line) for line in (root / name / "predictions.jsonl").read_text().splitlines()]
         assert [line["frame_id"] for line in lines] == records.column("frame_id").to_pylist()
         assert all(np.isfinite(line["joints_mm"]).all() for line in lines)
+        assert {line["root_depth_source"] for line in lines} == {"bone-length prior (mediapipe)"}
         assert cv2.imread(str(root / name / "sheet.png")).shape == (2 * 256, 2 * 512, 3)
     # Run again: the records are reused and the finished run resumed, not refused.
     assert real_clip.main([*argv, "--sheet", "2", *(f for s in SMALL for f in ("--set", s))]) == 0
