@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dfa_ray"
 FOUNDATIONS = {"dfa_ray", "dfa_ray.bounds", "dfa_ray.storage"}
-NOT_MODULES = {"dfa_ray.record_schema", "dfa_ray.machine_labels", "dfa_ray.skeleton"}  # the records' Parquet metadata keys
+# The records' Parquet metadata keys.
+NOT_MODULES = {"dfa_ray.record_schema", "dfa_ray.machine_labels", "dfa_ray.skeleton"}
 APPLICATIONS = {"dfa_ray.driver", "dfa_ray.experiments", "dfa_ray.report", "dfa_ray.cli"}
 
 
