@@ -22,7 +22,14 @@ import numpy as np
 from dfa_ray.cli import exit_code
 from dfa_ray.data import video
 from dfa_ray.data.validation import InputError
-from dfa_ray.method.skeleton import BONES, FLIP_PERMUTATION, JOINT_NAMES, MEDIAPIPE_TO_H36M, map_joints
+from dfa_ray.method.skeleton import (
+    BONES,
+    FLIP_PERMUTATION,
+    JOINT_NAMES,
+    MEDIAPIPE_TO_H36M,
+    bone_lengths,
+    map_joints,
+)
 
 CHILDREN = [child for _, child in BONES]
 
@@ -33,9 +40,8 @@ def world_bones(landmarks: np.ndarray) -> np.ndarray:
     joints, valid = map_joints(
         landmarks[:, 3:] * 1000.0, MEDIAPIPE_TO_H36M, landmarks[:, 2] >= video.MIN_VISIBILITY
     )
-    lengths = np.array([np.linalg.norm(joints[child] - joints[parent]) for parent, child in BONES])
     seen = np.array([valid[parent] and valid[child] for parent, child in BONES])
-    return np.where(seen, lengths, np.nan)
+    return np.where(seen, bone_lengths(joints), np.nan)
 
 
 def measure(path: Path, every: int, max_people: int) -> dict:

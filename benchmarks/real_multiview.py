@@ -55,6 +55,7 @@ from dfa_ray.method.skeleton import (
     MEDIAPIPE_JOINT_NAMES,
     MEDIAPIPE_TO_H36M,
     ROOT,
+    bone_lengths,
     map_joints,
 )
 
@@ -211,11 +212,11 @@ def best_scale_mpjpe(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> 
 
 def bone_medians(poses: np.ndarray, valid: np.ndarray) -> dict[str, float]:
     """Median length in mm of each bone (a joint and its parent) over the poses where both are valid."""
+    lengths = bone_lengths(poses)
     out = {}
-    for parent, child in BONES:
+    for bone, (parent, child) in enumerate(BONES):
         ok = valid[:, child].astype(bool) & valid[:, parent].astype(bool)
-        lengths = np.linalg.norm(poses[ok, child] - poses[ok, parent], axis=-1)
-        out[JOINT_NAMES[child]] = float(np.median(lengths))
+        out[JOINT_NAMES[child]] = float(np.median(lengths[ok, bone]))
     return out
 
 

@@ -82,7 +82,7 @@ from dfa_ray.data.records import dataset_files, read_records
 from dfa_ray.data.schema import RecordError, table_to_rows
 from dfa_ray.method import checkpoints, heatmaps
 from dfa_ray.method.model import predict
-from dfa_ray.method.skeleton import BONE_PRIORS, NUM_JOINTS, ROOT
+from dfa_ray.method.skeleton import BONE_PRIORS, H36M, NUM_JOINTS, ROOT
 from dfa_ray.storage import StorageError
 
 # Errors that mean "this input or output is unusable": reported in one line, exit code 2.
@@ -159,7 +159,7 @@ def image_frame(uri: str, root_depth: float) -> Frame:
         crop=crop,
         camera=camera,
         root_depth=root_depth,
-        skeleton="h36m",
+        skeleton=H36M,
         offset=(x0, y0),
         depth_source="--root-depth-mm",
         note=_FILE_NOTE.format(depth=root_depth),

@@ -43,7 +43,7 @@ from dfa_ray.data.schema import (
     rows_to_table,
 )
 from dfa_ray.data.validation import BadRecordsError, InputError, ValidationReport, check_rows
-from dfa_ray.method.skeleton import BONE_PRIORS
+from dfa_ray.method.skeleton import BONE_PRIORS, H36M
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ def machine_labels(uri: str | os.PathLike) -> str | None:
 
 
 def skeleton(uri: str | os.PathLike) -> str:
-    """The skeleton the dataset's joints follow, a key of ``skeleton.BONE_PRIORS``: "h36m" unless
+    """The skeleton the dataset's joints follow, a key of ``skeleton.BONE_PRIORS``: Human3.6M's unless
     its writer named another (``RecordWriter(skeleton=...)``)."""
-    name = _metadata(uri).get(SKELETON_KEY, b"h36m").decode()
+    name = _metadata(uri).get(SKELETON_KEY, H36M.encode()).decode()
     if name not in BONE_PRIORS:
         known = ", ".join(BONE_PRIORS)
         raise SchemaError(f"{uri}: unknown skeleton {name!r} in its metadata (known: {known})")

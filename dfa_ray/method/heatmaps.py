@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dfa_ray.method.skeleton import JOINT_NAMES, NOMINAL_BONE_MM, PARENTS
+from dfa_ray.method.skeleton import JOINT_NAMES, NOMINAL_BONE_MM, bone_lengths
 
 
 class Marginals(NamedTuple):
@@ -117,9 +117,7 @@ def root_depth_from_bones(
     """
     coords = np.asarray(coords, dtype=np.float64)
     unit = denormalise(coords, camera, crop_size, np.ones(len(coords)))
-    children = [JOINT_NAMES.index(name) for name in bone_mm]
-    parents = [PARENTS[child] for child in children]
-    lengths = np.linalg.norm(unit[:, children] - unit[:, parents], axis=-1)
+    lengths = bone_lengths(unit)[:, [JOINT_NAMES.index(name) - 1 for name in bone_mm]]
     fitted = (lengths**2).sum(axis=-1)
     if not np.all(np.isfinite(fitted) & (fitted > 0)):
         raise ValueError("a pose whose joints all coincide has no bone lengths to fit a depth to")

@@ -42,8 +42,19 @@ MEDIAPIPE_BONE_MM: dict[str, float] = {
     "l_shoulder": 154, "l_elbow": 245, "l_wrist": 220, "r_shoulder": 154, "r_elbow": 245, "r_wrist": 220,
 }  # fmt: skip
 
-# The depth prior's skeletons by name: a dataset names the one its joints follow (``records.skeleton``).
-BONE_PRIORS: dict[str, dict[str, float]] = {"h36m": NOMINAL_BONE_MM, "mediapipe": MEDIAPIPE_BONE_MM}
+# The depth prior's skeletons by name: a dataset names the one its joints follow (``records.skeleton``),
+# Human3.6M's unless its writer named another.
+H36M = "h36m"
+BONE_PRIORS: dict[str, dict[str, float]] = {H36M: NOMINAL_BONE_MM, "mediapipe": MEDIAPIPE_BONE_MM}
+
+
+def bone_lengths(joints: np.ndarray) -> np.ndarray:
+    """The length of each bone (``BONES``' order, named by its child: ``JOINT_NAMES[1:]``) of poses
+    ``(..., 17, D)``: ``(..., 16)``, in the joints' unit."""
+    joints = np.asarray(joints, dtype=np.float64)
+    parents, children = np.array(BONES).T
+    return np.linalg.norm(joints[..., children, :] - joints[..., parents, :], axis=-1)
+
 
 # Index of each joint's mirror image: a horizontal flip of the image turns a left limb into a right one.
 FLIP_PERMUTATION: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
