@@ -40,8 +40,9 @@ def main() -> None:
     model, _ = checkpoints.load(args.checkpoint)
     start = time.perf_counter()
     frames = Frames.from_rows(list(generate("synthetic-real", "test", args.n)), model.config.input_size)
+    # With the flip test, as jobs/predict.py and every evaluation predict.
     coords = np.concatenate(
-        [predict(model, frames.images[i : i + 256])[0] for i in range(0, len(frames), 256)]
+        [predict(model, frames.images[i : i + 256], flip_test=True)[0] for i in range(0, len(frames), 256)]
     ).astype(np.float64)
     # The renderer's crops share one size; denormalise and the prior take it as one number.
     (size,) = np.unique(frames.crop_size)

@@ -16,12 +16,14 @@ a schema-v1 dataset (local directory, ``s3://bucket/prefix`` or one ``.parquet``
 
 - ``predictions.jsonl``, one JSON object per frame: ``frame_id`` (records) or ``file`` (image
   files); ``png`` (the picture's file name); ``joints_normalised`` 17 x 3 (the model's normalised
-  space, see ``dfa_ray.method.heatmaps``); ``joints_2d`` 17 x 2 pixels (of the stored crop for records, of
-  the original image for files); ``joints_mm`` 17 x 3 root-relative millimetres (camera axes: x
-  right, y down, z forward; the pelvis at 0), for every frame; ``camera`` (fx, fy, cx, cy of the square crop
-  in its own pixels); ``root_depth_mm`` and ``root_depth_source`` (``joints_3d``, ``bone-length
-  prior (h36m)`` or ``(mediapipe)``, or ``--root-depth-mm``: where the depth that sets the millimetre
-  scale came from); ``note`` (the same in words).
+  space, see ``dfa_ray.method.heatmaps``; each crop's prediction averaged with its mirror image's,
+  the flip test every evaluation uses, unless ``--no-flip-test``); ``joints_2d`` 17 x 2 pixels
+  (of the stored crop for records, of the original image for files); ``joints_mm`` 17 x 3
+  root-relative millimetres (camera axes: x right, y down, z forward; the pelvis at 0), for every
+  frame; ``camera`` (fx, fy, cx, cy of the square crop in its own pixels); ``root_depth_mm`` and
+  ``root_depth_source`` (``joints_3d``, ``bone-length prior (h36m)`` or ``(mediapipe)``, or
+  ``--root-depth-mm``: where the depth that sets the millimetre scale came from); ``note`` (the
+  same in words).
 - ``<name>.png`` per frame, ``2P`` pixels wide and ``P`` high (``P`` = ``--panel-size``, default 256):
   on the left the input crop at ``P x P`` with the predicted 2D skeleton, on the right the predicted
   3D skeleton, orthographic, seen from a viewpoint turned 45 degrees to the camera's left about the
@@ -46,8 +48,8 @@ On Pose2Sim's calibrated footage that prior took 7-21 mm off the adapted models'
 (docs/data.md). The depth only scales the root-relative pose, so shape
 (PA-MPJPE) is untouched and the focal length hardly matters; a short or tall person comes out at a
 nominal adult's size. Its cost, measured by ``benchmarks/depth_prior.py`` with the shipped source
-model on 1,000 synthetic-real test frames: MPJPE 183.4 mm with the prior against 169.3 mm with the
-true root depth (+8 %; PA-MPJPE 107.7 mm either way), the root depth 14 % off (median). On the true
+model on 1,000 synthetic-real test frames: MPJPE 179.2 mm with the prior against 164.6 mm with the
+true root depth (+9 %; PA-MPJPE 107.0 mm either way), the root depth 15 % off (median). On the true
 poses the prior alone is 6 % off and costs 35 mm MPJPE: the test subjects are 0.88 to 1.1 times
 the nominal adult's size.
 
@@ -264,18 +266,24 @@ def _rounded(array: np.ndarray | None, digits: int) -> list | None:
     return None if array is None else np.round(np.asarray(array, np.float64), digits).tolist()
 
 
-def predict_frames(model: torch.nn.Module, frames: list[Frame], batch_size: int) -> np.ndarray:
+def predict_frames(
+    model: torch.nn.Module, frames: list[Frame], batch_size: int, flip_test: bool = True
+) -> np.ndarray:
     """Normalised joints ``(N, 17, 3)`` of the frames, their crops resized to the model's input."""
-    return predict_crops(model, [frame.crop for frame in frames], batch_size)
+    return predict_crops(model, [frame.crop for frame in frames], batch_size, flip_test)
 
 
-def predict_crops(model: torch.nn.Module, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """Normalised joints ``(N, 17, 3)`` of uint8 RGB crops of any size, resized to the model's input."""
+def predict_crops(
+    model: torch.nn.Module, crops: list[np.ndarray], batch_size: int, flip_test: bool = True
+) -> np.ndarray:
+    """Normalised joints ``(N, 17, 3)`` of uint8 RGB crops of any size, resized to the model's input;
+    with ``flip_test`` (as every evaluation), averaged with their mirror images'
+    (``model.mirror_average``)."""
     size = model.config.input_size
     out = []
     for i in range(0, len(crops), batch_size):
         images = np.stack([resize(crop, size) for crop in crops[i : i + batch_size]])
-        out.append(predict(model, images)[0])
+        out.append(predict(model, images, flip_test)[0])
     return np.concatenate(out).astype(np.float64).reshape(len(crops), NUM_JOINTS, 3)
 
 
@@ -313,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sheet", type=int, default=0, metavar="K", help="also write sheet.png: K pictures evenly spaced"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default 64)")
+    parser.add_argument(
+        "--no-flip-test", dest="flip_test", action="store_false",
+        help="predict from each crop alone, not averaged with its mirror image's (as evaluation does)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1...")
     return parser
 
@@ -346,7 +358,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         frames = [image_frame(uri, args.root_depth_mm) for uri in args.images]
     else:
         frames = record_frames(args.data, args.n)
-    coords = predict_frames(model, frames, args.batch_size)
+    coords = predict_frames(model, frames, args.batch_size, args.flip_test)
     lines, used = [], set()
     on_sheet = set(np.linspace(0, len(frames) - 1, min(args.sheet, len(frames))).round().astype(int).tolist())
     tiles: list[np.ndarray] = []

@@ -4,6 +4,7 @@ import torch
 
 from dfa_ray.method import heatmaps as hm
 from dfa_ray.method.adapt import DFANet, make_batch, train_step
+from dfa_ray.method.inference import DeviceModel, InferenceConfig
 from dfa_ray.method.metrics import mpjpe
 from dfa_ray.method.model import (
     ModelConfig,
@@ -13,6 +14,7 @@ from dfa_ray.method.model import (
     predict,
     training_layout,
 )
+from dfa_ray.method.transforms import EquivarianceParams, equivariance_inverse
 from tests.helpers import place_in_camera, project, random_poses, render_sticks
 
 RESNET50 = ModelConfig(
@@ -54,6 +56,28 @@ def test_predict_restores_training_mode_and_returns_numpy():
     coords, var = predict(model, np.zeros((3, 64, 64, 3), np.uint8))
     assert model.training and coords.shape == var.shape == (3, 17, 3)
     assert np.all(np.abs(coords) <= 1) and np.all(var >= 0)
+
+
+def test_the_flip_test_averages_each_image_with_its_mirror_image_mapped_back():
+    torch.manual_seed(0)
+    model = PoseModel(ModelConfig())
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+    mirror = EquivarianceParams(flip=True)
+    plain, plain_variance = predict(model, images)
+    flipped, _ = predict(model, mirrored)
+    both, variance = predict(model, images, flip_test=True)
+    np.testing.assert_allclose(both, (plain + equivariance_inverse(flipped, mirror)) / 2, atol=1e-6)
+    assert variance.shape == plain_variance.shape
+    # An untrained network is far from mirror-symmetric: the test changes its answer...
+    assert np.abs(both - plain).max() > 1e-3
+    # ...into one that mirrors exactly with the image: left and right swapped, x negated.
+    mirrored_both, _ = predict(model, mirrored, flip_test=True)
+    np.testing.assert_allclose(equivariance_inverse(mirrored_both, mirror), both, atol=1e-6)
+    # The actors' DeviceModel computes the same.
+    on_actor = DeviceModel(model, InferenceConfig(), use_gpu=False)
+    on_device, _ = on_actor.predict(on_actor.to_device(images), flip_test=True)
+    np.testing.assert_allclose(on_device, both, atol=1e-6)
 
 
 @pytest.mark.parametrize("backbone", ["resnet", "efficientnet_lite0"])

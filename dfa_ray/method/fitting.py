@@ -333,9 +333,13 @@ def to_mm(frames: Frames, coords: np.ndarray) -> np.ndarray:
 
 
 def predict_mm(model: PoseModel, frames: Frames, batch_size: int = 256) -> np.ndarray:
-    """Predicted camera-frame joints (mm), given each frame's true root depth (MargiPose protocol)."""
+    """Predicted camera-frame joints (mm), given each frame's true root depth (MargiPose protocol),
+    with the flip test (``model.mirror_average``) as every evaluation."""
     coords = np.concatenate(
-        [predict(model, frames.images[i : i + batch_size])[0] for i in range(0, len(frames), batch_size)]
+        [
+            predict(model, frames.images[i : i + batch_size], flip_test=True)[0]
+            for i in range(0, len(frames), batch_size)
+        ]
     )
     return to_mm(frames, coords)
 

@@ -19,7 +19,7 @@ import torch
 
 from dfa_ray import bounds
 from dfa_ray.method.heatmaps import Marginals, soft_argmax
-from dfa_ray.method.model import PoseModel, images_to_tensor
+from dfa_ray.method.model import PoseModel, images_to_tensor, mirror_average, with_mirror
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,8 +57,11 @@ class DeviceModel:
         )
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised joints and per-axis variances ``(B, J, 3)`` of images already on the device."""
+    def predict(self, images: torch.Tensor, flip_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised joints and per-axis variances ``(B, J, 3)`` of images already on the device; with
+        ``flip_test``, averaged with the mirror images' (``model.mirror_average``)."""
+        if flip_test:
+            images = with_mirror(images)
         if self.switches.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         amp = self.switches.amp != "off"
@@ -66,4 +69,6 @@ class DeviceModel:
         with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
             logits = self.forward(images)
         coords, variance = soft_argmax(Marginals(*(m.float() for m in logits)))
+        if flip_test:
+            coords, variance = mirror_average(coords, variance)
         return coords.cpu().numpy(), variance.cpu().numpy()

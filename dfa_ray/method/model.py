@@ -27,7 +27,7 @@ from torch import nn
 from dfa_ray import bounds
 from dfa_ray.method import backbones
 from dfa_ray.method.heatmaps import Marginals, soft_argmax
-from dfa_ray.method.skeleton import NUM_JOINTS
+from dfa_ray.method.skeleton import FLIP_PERMUTATION, NUM_JOINTS
 
 
 @dataclass(frozen=True)
@@ -281,16 +281,42 @@ def training_layout(model: PoseModel) -> PoseModel:
     return model.to(memory_format=torch.channels_last)
 
 
+def with_mirror(images: torch.Tensor) -> torch.Tensor:
+    """The flip test's input: model inputs ``(B, 3, S, S)`` followed by their mirror images."""
+    return torch.cat([images, images.flip(-1)])
+
+
+def mirror_average(coords: torch.Tensor, variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flip test: predictions ``(2B, J, 3)`` on ``with_mirror``'s images to ``(B, J, 3)``, each
+    image's averaged with its mirror image's mapped back (x negated, left and right swapped).
+
+    Evaluation and prediction use it, as pose estimators commonly do (HRNet's ``TEST.FLIP_TEST``): a
+    network's left-right bias cancels and its noise halves. Measured at ``d9af972`` on the synthetic
+    target's first 1,000 training frames, the shipped source model's MPJPE went from 159.4 to 154.1 mm;
+    on ``Demo_MultiPerson`` from 285.6 to 273.6 mm, and the adapted model's from 165.1 to 160.6. The
+    pseudo-labels keep the paper's three views (``views``), whose rigid one may flip already.
+    """
+    n = coords.shape[0] // 2
+    flip = list(FLIP_PERMUTATION)
+    back = coords[n:, flip] * coords.new_tensor([-1.0, 1.0, 1.0])
+    return (coords[:n] + back) / 2, (variance[:n] + variance[n:, flip]) / 2
+
+
 @torch.no_grad()
-def predict(model: PoseModel, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: PoseModel, images: np.ndarray | torch.Tensor, flip_test: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised joints and per-axis variances ``(B, J, 3)``, in eval mode, for uint8 images
-    ``(B, S, S, 3)`` or for the model's input already on its device (``images_to_tensor``)."""
+    ``(B, S, S, 3)`` or for the model's input already on its device (``images_to_tensor``); with
+    ``flip_test``, averaged with the mirror images' (``mirror_average``)."""
     was_training = model.training
     model.eval()
     try:
         if not isinstance(images, torch.Tensor):
             images = images_to_tensor(images, next(model.parameters()).device)
-        coords, variance = soft_argmax(model(images))
+        coords, variance = soft_argmax(model(with_mirror(images) if flip_test else images))
+        if flip_test:
+            coords, variance = mirror_average(coords, variance)
     finally:
         model.train(was_training)
     return coords.cpu().numpy(), variance.cpu().numpy()

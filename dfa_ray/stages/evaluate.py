@@ -47,8 +47,8 @@ def _truth(value: Any) -> np.ndarray | None:
 
 class Evaluator:
     """Ray Data callable class: loads a checkpoint once and scores batches of decoded test frames
-    (``label.decode_frames``) against their joints_3d, in mm at each frame's true root depth, as
-    ``fitting.evaluate`` does, and beside ``mean_pose`` when one is given."""
+    (``label.decode_frames``) against their joints_3d, in mm at each frame's true root depth and with
+    the flip test, as ``fitting.evaluate`` does, and beside ``mean_pose`` when one is given."""
 
     def __init__(self, checkpoint_uri: str, config: LabelConfig, mean_pose: np.ndarray | None) -> None:
         model, _ = checkpoints.load(checkpoint_uri)
@@ -67,7 +67,7 @@ class Evaluator:
         )
         per_joint = {key: np.full((n, NUM_JOINTS), np.nan) for key in keys}
         if scored.size:
-            coords, _ = self.model.predict(self.model.to_device(images[scored]))
+            coords, _ = self.model.predict(self.model.to_device(images[scored]), flip_test=True)
             gt = np.stack([truth[i] for i in scored])
             camera = np.stack([np.asarray(batch["camera"][i], np.float64) for i in scored])
             pred = heatmaps.denormalise(
