@@ -6,7 +6,7 @@ from dfa_ray.method import transforms as tf
 from dfa_ray.method.pseudo_label import PseudoLabels, anchor_2d, combine, pseudo_label, target_variance
 from dfa_ray.method.skeleton import JOINT_NAMES
 from dfa_ray.method.views import EquivarianceView, sample_views
-from tests.helpers import place_in_camera, project, random_poses, render_sticks
+from tests.helpers import load_script, place_in_camera, project, random_poses, render_sticks
 
 SIZE = 64
 FLOOR = target_variance(16, 1.0)
@@ -108,3 +108,23 @@ def test_anchor_2d_takes_the_detected_image_position_and_drops_a_mirrored_body()
     assert (out.joint_confidence[1] == 0).all() and (out.joint_confidence[[0, 2]] == 0.5).all()
     with pytest.raises(ValueError, match="do not match labels"):
         anchor_2d(labels, detected[:2], valid[:2])
+
+
+def test_the_confidence_benchmark_scores_each_ranking_against_the_oracle():
+    bench = load_script("benchmarks/confidence.py")
+    error = np.array([10.0, 50.0, 30.0, 20.0])
+    perfect = bench.ranking(error, -error, keep=0.5)
+    assert perfect == {"kept_mpjpe": 15.0, "dropped_mpjpe": 40.0, "spearman": pytest.approx(1.0)}
+    assert bench.ranking(error, error, keep=0.5)["spearman"] == pytest.approx(-1.0)
+    args = bench.build_parser().parse_args(["models/source/model.pt", "--frames", "24", "--keep", "0.5"])
+    found = bench.run(args)
+    rankings = found["rankings"]
+    assert found["frames"] == 24
+    assert set(rankings) == {"confidence", "sharpness", "mirror_agreement", "oracle"}
+    assert rankings["oracle"]["spearman"] == pytest.approx(1.0)
+    # The oracle keeps the best-labelled half: no ranking beats it, and halves average to the whole.
+    for ranked in rankings.values():
+        assert ranked["kept_mpjpe"] >= rankings["oracle"]["kept_mpjpe"] - 1e-9
+        assert ranked["kept_mpjpe"] + ranked["dropped_mpjpe"] == pytest.approx(
+            2 * found["pseudo_label_mpjpe"], rel=1e-9
+        )

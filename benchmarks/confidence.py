@@ -1,0 +1,126 @@
+"""How well the pseudo-labels' confidence ranks them, on rendered frames whose truth is a diagnostic
+only: the target's *training* frames (the first of those every run adapts on), never the test split.
+
+    python benchmarks/confidence.py models/source/model.pt
+    python benchmarks/confidence.py models/source/model.pt --config configs/demo.yaml --keep 0.8
+
+The policy keeps the most confident frames; self-training can only gain where those are labelled
+better than the rest. Per ranking, the MPJPE of the pseudo-labels (the ensemble's, ``label.views`` as
+the labeler draws them for the config's seed and round 1, at each frame's true root depth) that the
+``--keep`` fraction would keep and of those it would drop, and the Spearman rank correlation of the
+score with the negated error. The rankings:
+
+- ``confidence``: the ensemble's (``pseudo_label``: the views' agreement and sharpness);
+- ``sharpness``: the original view's heatmaps alone, their mean variance (lower: more confident);
+- ``mirror_agreement``: the cosine between the body's left-to-right direction
+  (``metrics.across_body``) predicted from the frame and from its mirror image mapped back: a body the
+  network cannot tell front from back turns between the two;
+- ``oracle``: the negated true error, the best any confidence could do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfa_ray.config import load_config
+from dfa_ray.data.synthetic import generate
+from dfa_ray.experiments import label_target
+from dfa_ray.method import checkpoints, metrics
+from dfa_ray.method.fitting import Frames, to_mm
+from dfa_ray.method.model import predict
+from dfa_ray.method.transforms import EquivarianceParams, equivariance_inverse, mean_variance
+
+CROP_SIZE = 128  # the size the experiments render records at
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank (0 = smallest); ties are rare in float scores and broken by order."""
+    out = np.empty(len(values))
+    out[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return out
+
+
+def ranking(error: np.ndarray, score: np.ndarray, keep: float) -> dict:
+    """The kept and dropped frames' mean error when the top ``keep`` by ``score`` are kept."""
+    order = np.argsort(-score, kind="stable")
+    kept = int(round(keep * len(error)))
+    return {
+        "kept_mpjpe": float(error[order[:kept]].mean()),
+        "dropped_mpjpe": float(error[order[kept:]].mean()) if kept < len(error) else None,
+        "spearman": float(np.corrcoef(ranks(score), ranks(-error))[0, 1]),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Render the frames, label them as round 1 would, and score each ranking."""
+    config = load_config(args.config)
+    model, _ = checkpoints.load(args.checkpoint)
+    rows = list(generate("synthetic-real", "train", args.frames, seed=0, crop_size=CROP_SIZE, workers=2))
+    frames = Frames.from_rows(rows, model.config.input_size)
+    truth = frames.joints_3d - frames.joints_3d[:, :1]
+
+    def error(coords: np.ndarray) -> np.ndarray:
+        pred = to_mm(frames, np.asarray(coords, np.float64))
+        return metrics.mpjpe(pred - pred[:, :1], truth).mean(axis=1)
+
+    labels = label_target(model, frames, config, config.seed, 1)
+    label_error = error(labels.joints)
+    plain, variance = predict(model, frames.images)
+    mirrored, _ = predict(model, np.ascontiguousarray(frames.images[:, :, ::-1]))
+    mirrored = equivariance_inverse(mirrored, EquivarianceParams(flip=True))
+    across, across_mirrored = metrics.across_body(plain), metrics.across_body(mirrored)
+    cosine = (across * across_mirrored).sum(-1) / (
+        np.linalg.norm(across, axis=-1) * np.linalg.norm(across_mirrored, axis=-1) + 1e-12
+    )
+    scores = {
+        "confidence": labels.confidence.astype(np.float64),
+        "sharpness": -mean_variance(variance).mean(axis=-1),
+        "mirror_agreement": cosine,
+        "oracle": -label_error,
+    }
+    return {
+        "checkpoint": args.checkpoint,
+        "config": args.config,
+        "frames": len(frames),
+        "keep": args.keep,
+        "pseudo_label_mpjpe": float(label_error.mean()),
+        "rankings": {name: ranking(label_error, score, args.keep) for name, score in scores.items()},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", help="model.pt to label with")
+    parser.add_argument("--config", default="configs/experiments/bench.yaml", help="label.views, seed")
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--keep", type=float, default=0.6, help="the policy's kept fraction (round 1: 0.6)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, run, print and write ``--json`` when given."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.keep <= 1:
+        parser.error(f"--keep must be in (0, 1], got {args.keep}")
+    torch.set_num_threads(args.threads)
+    results = run(args)
+    print(json.dumps(results, indent=2), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
