@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -132,7 +133,11 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
         "table2": table(results, table2_methods(config), config),
         "wall_seconds": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "data": {"source": source, "target": target, "test": test},
+        "data": {
+            "source": [portable(uri) for uri in source],
+            "target": portable(target),
+            "test": portable(test),
+        },
         # The skeleton figure's test frames, crops included: the report needs no data set.
         "examples": example_frames(
             test, [frames.test.frame_ids[i] for i in example_index(frames.test, config.experiments.examples)]
@@ -145,6 +150,21 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
     log(text)
     log(f"wrote {run.root}/results.json in {summary['wall_seconds'] / 60:.1f} min")
     return summary
+
+
+def portable(uri: str) -> str:
+    """``uri`` relative to the working directory where it lies below it, else as it is.
+
+    results.json is committed and its report redrawn from other clones (``jobs/report.py``, run from
+    the repository's root), while the driver made a local storage absolute for Ray's workers: an
+    absolute path would name this machine's copy, which another clone may or may not have.
+    """
+    if "://" in uri:
+        return uri
+    try:
+        return str(Path(uri).relative_to(Path.cwd()))
+    except ValueError:
+        return uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,6 +115,14 @@ def local_ray():
 
 
 @pytest.mark.slow  # jobs/experiments.py end to end (24 trials, a local Ray) and its report in Chromium
+def test_results_name_local_data_below_the_working_directory_relatively(tmp_path, monkeypatch):
+    portable = load_job("experiments").portable
+    monkeypatch.chdir(tmp_path)
+    assert portable(str(tmp_path / "runs" / "data" / "test")) == "runs/data/test"
+    assert portable("/elsewhere/data/test") == "/elsewhere/data/test"
+    assert portable("s3://bucket/data/test") == "s3://bucket/data/test"
+
+
 def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys, local_ray):
     storage = str(tmp_path / "runs")
     assert load_job("experiments").main(["--config", SMOKE, "--storage", storage]) == 0
