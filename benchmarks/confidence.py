@@ -12,8 +12,8 @@ score with the negated error. The rankings:
 
 - ``confidence``: the ensemble's (``pseudo_label``: the views' agreement and sharpness);
 - ``sharpness``: the original view's heatmaps alone, their mean variance (lower: more confident);
-- ``mirror_agreement``: the cosine between the body's left-to-right direction
-  (``metrics.across_body``) predicted from the frame and from its mirror image mapped back: a body the
+- ``mirror_agreement``: the angle between the body's left-to-right direction predicted from the frame
+  and from its mirror image mapped back (``metrics.facing_angle``, smaller: more confident): a body the
   network cannot tell front from back turns between the two;
 - ``oracle``: the negated true error, the best any confidence could do.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from dfa_ray.config import load_config
 from dfa_ray.data.synthetic import generate
@@ -36,15 +37,6 @@ from dfa_ray.method.fitting import Frames, to_mm
 from dfa_ray.method.model import predict
 from dfa_ray.method.transforms import EquivarianceParams, equivariance_inverse, mean_variance
 
-CROP_SIZE = 128  # the size the experiments render records at
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Each value's rank (0 = smallest); ties are rare in float scores and broken by order."""
-    out = np.empty(len(values))
-    out[np.argsort(values, kind="stable")] = np.arange(len(values))
-    return out
-
 
 def ranking(error: np.ndarray, score: np.ndarray, keep: float) -> dict:
     """The kept and dropped frames' mean error when the top ``keep`` by ``score`` are kept."""
@@ -53,7 +45,7 @@ def ranking(error: np.ndarray, score: np.ndarray, keep: float) -> dict:
     return {
         "kept_mpjpe": float(error[order[:kept]].mean()),
         "dropped_mpjpe": float(error[order[kept:]].mean()) if kept < len(error) else None,
-        "spearman": float(np.corrcoef(ranks(score), ranks(-error))[0, 1]),
+        "spearman": float(spearmanr(score, -error).statistic),
     }
 
 
@@ -61,7 +53,8 @@ def run(args: argparse.Namespace) -> dict:
     """Render the frames, label them as round 1 would, and score each ranking."""
     config = load_config(args.config)
     model, _ = checkpoints.load(args.checkpoint)
-    rows = list(generate("synthetic-real", "train", args.frames, seed=0, crop_size=CROP_SIZE, workers=2))
+    crop_size = config.data.synthetic_crop_size  # as the experiments render their frames
+    rows = list(generate("synthetic-real", "train", args.frames, seed=0, crop_size=crop_size, workers=2))
     frames = Frames.from_rows(rows, model.config.input_size)
     truth = frames.joints_3d - frames.joints_3d[:, :1]
 
@@ -74,14 +67,10 @@ def run(args: argparse.Namespace) -> dict:
     plain, variance = predict(model, frames.images)
     mirrored, _ = predict(model, np.ascontiguousarray(frames.images[:, :, ::-1]))
     mirrored = equivariance_inverse(mirrored, EquivarianceParams(flip=True))
-    across, across_mirrored = metrics.across_body(plain), metrics.across_body(mirrored)
-    cosine = (across * across_mirrored).sum(-1) / (
-        np.linalg.norm(across, axis=-1) * np.linalg.norm(across_mirrored, axis=-1) + 1e-12
-    )
     scores = {
         "confidence": labels.confidence.astype(np.float64),
         "sharpness": -mean_variance(variance).mean(axis=-1),
-        "mirror_agreement": cosine,
+        "mirror_agreement": -metrics.facing_angle(plain, mirrored),
         "oracle": -label_error,
     }
     return {
