@@ -114,7 +114,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow  # jobs/experiments.py end to end (24 trials, a local Ray) and its report in Chromium
 def test_results_name_local_data_below_the_working_directory_relatively(tmp_path, monkeypatch):
     portable = load_job("experiments").portable
     monkeypatch.chdir(tmp_path)
@@ -123,6 +122,7 @@ def test_results_name_local_data_below_the_working_directory_relatively(tmp_path
     assert portable("s3://bucket/data/test") == "s3://bucket/data/test"
 
 
+@pytest.mark.slow  # jobs/experiments.py end to end (24 trials, a local Ray) and its report in Chromium
 def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, capsys, local_ray):
     storage = str(tmp_path / "runs")
     assert load_job("experiments").main(["--config", SMOKE, "--storage", storage]) == 0
