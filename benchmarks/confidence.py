@@ -10,7 +10,9 @@ the labeler draws them for the config's seed and round 1, at each frame's true r
 ``--keep`` fraction would keep and of those it would drop, and the Spearman rank correlation of the
 score with the negated error. The rankings:
 
-- ``confidence``: the ensemble's (``pseudo_label``: the views' agreement and sharpness);
+- ``facing`` and ``density``: the ensemble's two confidences (``label.confidence``, described in
+  ``dfa_ray.method.pseudo_label``): the views' agreement on which way the body faces, and CC-SSL's
+  averaged-heatmap peak (the views' agreement and sharpness);
 - ``sharpness``: the original view's heatmaps alone, their mean variance (lower: more confident);
 - ``mirror_agreement``: the angle between the body's left-to-right direction predicted from the frame
   and from its mirror image mapped back (``metrics.facing_angle``, smaller: more confident): a body the
@@ -21,6 +23,7 @@ score with the negated error. The rankings:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from dfa_ray.config import load_config
+from dfa_ray.config import Config, load_config
 from dfa_ray.data.synthetic import generate
 from dfa_ray.experiments import label_target
 from dfa_ray.method import checkpoints, metrics
@@ -49,6 +52,11 @@ def ranking(error: np.ndarray, score: np.ndarray, keep: float) -> dict:
     }
 
 
+def with_confidence(config: Config, kind: str) -> Config:
+    """``config`` with pseudo-labels scored by ``kind``."""
+    return dataclasses.replace(config, label=dataclasses.replace(config.label, confidence=kind))
+
+
 def run(args: argparse.Namespace) -> dict:
     """Render the frames, label them as round 1 would, and score each ranking."""
     config = load_config(args.config)
@@ -62,13 +70,17 @@ def run(args: argparse.Namespace) -> dict:
         pred = to_mm(frames, np.asarray(coords, np.float64))
         return metrics.mpjpe(pred - pred[:, :1], truth).mean(axis=1)
 
-    labels = label_target(model, frames, config, config.seed, 1)
-    label_error = error(labels.joints)
+    labels = {
+        kind: label_target(model, frames, with_confidence(config, kind), config.seed, 1)
+        for kind in ("facing", "density")
+    }
+    label_error = error(labels["facing"].joints)  # the same average whatever scores it
     plain, variance = predict(model, frames.images)
     mirrored, _ = predict(model, np.ascontiguousarray(frames.images[:, :, ::-1]))
     mirrored = equivariance_inverse(mirrored, EquivarianceParams(flip=True))
     scores = {
-        "confidence": labels.confidence.astype(np.float64),
+        "facing": labels["facing"].confidence.astype(np.float64),
+        "density": labels["density"].confidence.astype(np.float64),
         "sharpness": -mean_variance(variance).mean(axis=-1),
         "mirror_agreement": -metrics.facing_angle(plain, mirrored),
         "oracle": -label_error,

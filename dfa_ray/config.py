@@ -30,6 +30,7 @@ from dfa_ray.method.fitting import AdaptConfig, TrainConfig
 from dfa_ray.method.inference import InferenceConfig
 from dfa_ray.method.model import ModelConfig
 from dfa_ray.method.policy import Policy
+from dfa_ray.method.pseudo_label import Confidence
 from dfa_ray.method.views import KINDS, PAPER_VIEWS
 
 # One entry of ``label.views``: a kind of ``dfa_ray.method.views``, named by its ``kind``, with its ranges.
@@ -100,6 +101,10 @@ class LabelConfig:
     # The ensemble, in order, each entry a kind of ``dfa_ray.method.views`` with its ranges: by default the
     # paper's original, invariance and equivariance views (configs/cc_ssl_views.yaml: CC-SSL's five).
     views: tuple[ViewSpec, ...] = PAPER_VIEWS
+    # How each pseudo-label is scored for the policy and weighted in the loss: "facing", the views'
+    # agreement on which way the body faces, or "density", CC-SSL's averaged-heatmap peak
+    # (``dfa_ray.method.pseudo_label``, where the choice is measured).
+    confidence: Confidence = "facing"
     # A frame the labeler cannot use (an undecodable image) is skipped, counted and reported by
     # frame_id. A few such frames are normal in real footage; more than this fraction of a round's
     # frames points at a broken dataset or decoder, and training on the rest would quietly shift

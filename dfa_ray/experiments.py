@@ -163,7 +163,11 @@ def label_target(
         batch_views = frame_views(target.frame_ids[chunk], seed, round_index, label.views)
         images = images_to_tensor(target.images[chunk], device)
         # The views on the model's device, as the Ray stage's actors build them: the same labels.
-        parts.append(pseudo_label(lambda x: predict(model, x), images, batch_views, floor, tensor_views))
+        parts.append(
+            pseudo_label(
+                lambda x: predict(model, x), images, batch_views, floor, tensor_views, label.confidence
+            )
+        )
     fields = dataclasses.fields(PseudoLabels)
     return PseudoLabels(**{f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields})
 

@@ -58,17 +58,44 @@ def test_averaging_three_noisy_views_beats_one_view():
     assert ensemble_error < 0.75 * one_view_error  # ~1/sqrt(3) for independent noise
 
 
-def test_confidence_falls_with_disagreement_and_with_diffuse_views():
+def test_density_confidence_falls_with_disagreement_and_with_diffuse_views():
     gt, _, _ = _scene(n=1)
     spread = np.full((3, 1, 17), FLOOR)
-    agree = combine(np.stack([gt] * 3), spread, FLOOR)
+    agree = combine(np.stack([gt] * 3), spread, FLOOR, "density")
     shifted = np.stack([gt, gt, gt + 0.05])
-    disagree = combine(shifted, spread, FLOOR)
-    diffuse = combine(np.stack([gt] * 3), spread * 4, FLOOR)
+    disagree = combine(shifted, spread, FLOOR, "density")
+    diffuse = combine(np.stack([gt] * 3), spread * 4, FLOOR, "density")
     assert agree.confidence[0] == pytest.approx(1.0)
     assert disagree.confidence[0] < agree.confidence[0]
     assert diffuse.confidence[0] == pytest.approx(4**-1.5)
     assert np.all((disagree.joint_confidence > 0) & (disagree.joint_confidence <= 1))
+
+
+def _turned(joints, degrees):
+    """``joints`` (N, J, 3) rotated about the vertical (y) axis through their root."""
+    a = np.radians(degrees)
+    rotation = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    root = joints[:, :1]
+    return (joints - root) @ rotation.T + root
+
+
+def test_facing_confidence_drops_frames_whose_views_turn_the_body_round():
+    gt, _, _ = _scene(n=2, seed=3)
+    spread = np.full((3, 2, 17), FLOOR)
+    views = np.stack([gt, gt, gt])
+    views[2, 1] = _turned(gt[1:2], 180)[0]  # one view sees frame 1 from behind
+    labels = combine(views, spread, FLOOR, "facing")
+    assert labels.confidence[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(labels.joint_confidence[0], 1.0, atol=1e-6)
+    # the mean of two views facing one way and one the other faces the first way: 2 agree, 1 opposes
+    assert labels.confidence[1] == pytest.approx(2 / 3, abs=0.02)
+    # a small turn costs little, and shifting a view without turning it costs nothing
+    slight = np.stack([gt, gt, _turned(gt, 20)])
+    assert 0.9 < combine(slight, spread, FLOOR, "facing").confidence.min() < 1.0
+    shifted = combine(np.stack([gt, gt, gt + 0.05]), spread, FLOOR, "facing")
+    np.testing.assert_allclose(shifted.confidence, 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown confidence 'peak'"):
+        combine(views, spread, FLOOR, "peak")
 
 
 def test_model_predictor_runs_on_real_views():
@@ -120,7 +147,7 @@ def test_the_confidence_benchmark_scores_each_ranking_against_the_oracle():
     found = bench.run(args)
     rankings = found["rankings"]
     assert found["frames"] == 24
-    assert set(rankings) == {"confidence", "sharpness", "mirror_agreement", "oracle"}
+    assert set(rankings) == {"facing", "density", "sharpness", "mirror_agreement", "oracle"}
     assert rankings["oracle"]["spearman"] == pytest.approx(1.0)
     # The oracle keeps the best-labelled half: no ranking beats it, and halves average to the whole.
     for ranked in rankings.values():

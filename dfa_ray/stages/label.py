@@ -148,7 +148,9 @@ class PseudoLabeler:
             ids = [frame_ids[i] for i in good]
             views = frame_views(ids, self.config.seed, self.round_index, self.config.views)
             on_device = self.model.to_device(images[good])
-            labels = pseudo_label(self._predict, on_device, views, self.floor, make_views=self._views)
+            labels = pseudo_label(
+                self._predict, on_device, views, self.floor, self._views, self.config.confidence
+            )
             if self.anchor:
                 labels = anchor_2d(labels, *detected_2d(batch, good))
             joints[good] = labels.joints.reshape(len(good), -1)
