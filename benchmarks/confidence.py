@@ -18,6 +18,9 @@ score with the negated error. The rankings:
   and from its mirror image mapped back (``metrics.facing_angle``, smaller: more confident): a body the
   network cannot tell front from back turns between the two;
 - ``oracle``: the negated true error, the best any confidence could do.
+
+It also reports the share of pseudo-labels turned round (their body facing more than 90 degrees from
+the truth's, ``metrics.facing_angle``) and their MPJPE beside the rest's.
 """
 
 from __future__ import annotations
@@ -85,12 +88,19 @@ def run(args: argparse.Namespace) -> dict:
         "mirror_agreement": -metrics.facing_angle(plain, mirrored),
         "oracle": -label_error,
     }
+    turned = metrics.facing_angle(to_mm(frames, labels["facing"].joints.astype(np.float64)), truth) > 90
     return {
         "checkpoint": args.checkpoint,
         "config": args.config,
         "frames": len(frames),
         "keep": args.keep,
         "pseudo_label_mpjpe": float(label_error.mean()),
+        # pseudo-labels whose body faces more than 90 degrees from the truth's (a front/back flip)
+        "turned_round": {
+            "share": float(turned.mean()),
+            "mpjpe": float(label_error[turned].mean()) if turned.any() else None,
+            "mpjpe_rest": float(label_error[~turned].mean()) if not turned.all() else None,
+        },
         "rankings": {name: ranking(label_error, score, args.keep) for name, score in scores.items()},
     }
 

@@ -149,6 +149,8 @@ def test_the_confidence_benchmark_scores_each_ranking_against_the_oracle():
     assert found["frames"] == 24
     assert set(rankings) == {"facing", "density", "sharpness", "mirror_agreement", "oracle"}
     assert rankings["oracle"]["spearman"] == pytest.approx(1.0)
+    turned = found["turned_round"]
+    assert 0 <= turned["share"] <= 1 and turned["mpjpe_rest"] > 0
     # The oracle keeps the best-labelled half: no ranking beats it, and halves average to the whole.
     for ranked in rankings.values():
         assert ranked["kept_mpjpe"] >= rankings["oracle"]["kept_mpjpe"] - 1e-9
