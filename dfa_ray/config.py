@@ -63,6 +63,10 @@ class DataConfig:
     # detector's image position (pseudo_label.anchor_2d), and the rounds train at pretrain.lr, the rate
     # for labels (driver.use_target_2d). Annotated 2D is a label and a target's labels are never used.
     target_2d: bool = True
+    # A target without machine-made 2D gets MediaPipe's, found in its crops before the rounds, when
+    # MediaPipe finds a person in at least this share of them (a detector that misses more does not
+    # know the domain: stages.detect); null: never look. Needs target_2d.
+    detect_2d_min_found: float | None = 0.8
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000
     synthetic_target_frames: int = 4000
@@ -75,6 +79,9 @@ class DataConfig:
         bounds.at_least(
             self, 1, "synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"
         )
+        found = self.detect_2d_min_found
+        if found is not None and not 0.0 <= found <= 1.0:  # NaN fails this too
+            raise bounds.FieldError("detect_2d_min_found", f"must be in [0, 1] or null, got {found!r}")
         share = self.source_2d_share
         if share is not None and not 0.0 < share < 1.0:  # NaN fails this too
             raise bounds.FieldError("source_2d_share", f"must be in (0, 1) or null, got {share!r}")

@@ -32,7 +32,7 @@ from dfa_ray.method.rounds import evaluation, result_line, run_rounds, timed
 from dfa_ray.ops.lease import RunLease
 from dfa_ray.ops.raystart import connect
 from dfa_ray.ops.rundir import RunDir
-from dfa_ray.stages import evaluate, label, train
+from dfa_ray.stages import detect, evaluate, label, train
 
 Log = Callable[[str], None]
 
@@ -369,11 +369,32 @@ def use_target_2d(config: Config, log: Log = print) -> Config:
     )
 
 
+def detected_target_2d(config: Config, run: RunDir, inputs: Inputs, log: Log = print) -> Config:
+    """``config`` with a copy of the target that holds MediaPipe's 2D as the target, where the target
+    has no machine-made 2D and MediaPipe knows its domain (``stages.detect``), else as is."""
+    data = config.data
+    if not data.target_2d or data.detect_2d_min_found is None or machine_labels(inputs.target):
+        return config
+    if run.committed_rounds() and not detect.detected(run.root):
+        log(f"target 2D: {run.root} began without looking for it, and is resumed as it began")
+        return config
+    copy = detect.target_with_2d(inputs.target, run.root, config.label, data.detect_2d_min_found, log)
+    if copy is None:
+        return config
+    return use_target_2d(dataclasses.replace(config, data=dataclasses.replace(data, target=copy)), log)
+
+
 def self_train(config: Config, resume: bool = False, log: Log = print) -> list[dict]:
-    """Run (or resume) the whole method, holding the run; returns the committed evaluations in order."""
+    """Run (or resume) the whole method, holding the run; returns the committed evaluations in order.
+
+    The saved config is the one given (with the target's own machine-made 2D put to use); 2D a
+    detector finds for the target is decided and recorded in the run (``detected_target_2d``)."""
     config = use_target_2d(config, log)
     with open_run(config, resume, log) as run:
         inputs = load_inputs(config, log)
+        detected = detected_target_2d(config, run, inputs, log)
+        if detected is not config:
+            config, inputs = detected, load_inputs(detected, log)
         done = run.committed_rounds()
         if done:
             last = "pretrain" if done[-1] == 0 else f"round {done[-1]}"

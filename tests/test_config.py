@@ -38,6 +38,7 @@ def test_overrides_are_typed_and_applied_after_the_file(tmp_path):
         (["label.views=[{kind: equivariance, min_scale: 0}]"], r"label.views.0.equivariance.min_scale must"),
         (["adapt.augment_ranges.flip_probability=2"], "adapt.augment_ranges.flip_probability must be in"),
         (["data.source_2d_share=1"], r"data.source_2d_share must be in \(0, 1\) or null, got 1.0"),
+        (["data.detect_2d_min_found=1.5"], r"data.detect_2d_min_found must be in \[0, 1\] or null, got 1.5"),
         (["rounds=many"], "rounds: Input should be a valid integer"),
         (["model.block=dense"], "model.block must be one of"),
         (["policy=60%,5%"], "policy must be three"),

@@ -104,8 +104,11 @@ def test_the_driver_runs_the_same_round_loop_from_the_first_uncommitted_round(tm
     monkeypatch.setattr(driver, "pretrain", lambda *args: pytest.fail("pretraining is committed"))
     seen = []
     monkeypatch.setattr(driver, "run_rounds", lambda *args: seen.append(args))
-    driver.self_train(config, resume=True, log=lambda _: None)
+    lines = []
+    driver.self_train(config, resume=True, log=lines.append)
     [(backend, policy, todo, epochs, _)] = seen
+    # A run begun before the driver looked for the target's 2D is resumed as it began, and says so.
+    assert f"target 2D: {run.root} began without looking for it, and is resumed as it began" in lines
     assert isinstance(backend, driver.RayRounds) and backend.num_target == 4
     assert todo == range(2, 5) and policy == config.policy_schedule and epochs == config.adapt.epochs
 

@@ -21,6 +21,7 @@ from dfa_ray.method.policy import num_kept
 from dfa_ray.ops.drills import KILL_POINTS, KillPoint, audit, run_driver, synthetic_target_ids
 from dfa_ray.ops.localcluster import Job, LocalRay
 from dfa_ray.ops.rundir import RunDir
+from dfa_ray.stages import detect
 from dfa_ray.stages.evaluate import summarize_errors
 from dfa_ray.stages.label import read_labels
 from tests.helpers import tiny_checkpoint, wait_for
@@ -68,11 +69,15 @@ def _check_committed_rounds(run: RunDir, targets: list[str]) -> None:
 
 
 def test_self_train_job_runs_every_stage_and_a_second_driver_on_it_is_refused(ray_head, storage_uri, s3):
-    job = ray_head.submit(_entrypoint(storage_uri, "full"), REPO, wait=False)
+    # As configs/demo.yaml does, MediaPipe looks for people in the target's crops (stages.detect).
+    detect_2d = ["--set", "data.detect_2d_min_found=0.8"]
+    job = ray_head.submit(_entrypoint(storage_uri, "full", *detect_2d), REPO, wait=False)
     wait_for(lambda: "pretrain: " in ray_head.logs(job.job_id), 600, "the job to start pretraining")
     # A second driver on the live run (a retry while the first still runs): refused at once, in one line.
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.address}
-    second = run_driver([*_entrypoint(storage_uri, "full")[2:], "--resume"], env, REPO, timeout=120)
+    second = run_driver(
+        [*_entrypoint(storage_uri, "full", *detect_2d)[2:], "--resume"], env, REPO, timeout=120
+    )
     assert second.returncode == 2 and second.seconds < 60, second.output[-3000:]
     [line] = [line for line in second.output.splitlines() if line.startswith("error:")]
     assert re.fullmatch(r"error: run \S+/full is held by another driver: host \S+ pid \d+ .*", line)
@@ -88,6 +93,11 @@ def test_self_train_job_runs_every_stage_and_a_second_driver_on_it_is_refused(ra
     assert [(r["stage"], r["round"]) for r in records] == [("pretrain", 0), ("round", 1), ("round", 2)]
     assert all(r["num_frames"] == SMOKE.data.synthetic_test_frames and r["mpjpe"] > 0 for r in records)
     assert "round 2: MPJPE" in done.logs
+    # It found almost nobody in the 64 px renders, said so, and the rounds went on without its 2D.
+    summary = __import__("json").loads(storage.read_bytes(detect.paths(run.root).summary))
+    assert summary["readable"] == SMOKE.data.synthetic_target_frames and not summary["used"]
+    assert re.search(r"target 2D: MediaPipe found a person in \d+ of 256 crops \(\d+%, \d+ s\), below", done.logs)
+    assert not storage.exists(detect.paths(run.root).records)
     # Each stage's evaluation is the summary of its per-frame errors, every test frame once.
     for record in records:
         summary = summarize_errors(run.evaluation(record["round"]), SMOKE.data.synthetic_test_frames)

@@ -300,7 +300,8 @@ class PoseDetector:
             # image waits for them, so their logs fall in this silenced window.
             self._graph.process({"image": np.zeros((64, 64, 3), np.uint8)})
 
-    def _most_prominent(self, rgb: np.ndarray) -> np.ndarray | None:
+    def most_prominent(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The landmarks ``(33, 6)`` of the most prominent person in ``rgb``, or None if nobody."""
         with _native_stderr_silenced():
             result = self._graph.process({"image": rgb})
         found, world = result.pose_landmarks, result.pose_world_landmarks
@@ -319,7 +320,7 @@ class PoseDetector:
         """Add to ``found`` each person in ``rgb`` not already in it, greying out each one found."""
         image = rgb
         for _ in range(self.max_people):
-            landmarks = self._most_prominent(image)
+            landmarks = self.most_prominent(image)
             if landmarks is None or _overlap(landmarks, found):
                 return  # nobody more, or someone greyed out or found before found again
             found.append(landmarks)
@@ -374,6 +375,12 @@ def h36m_joints(landmarks: np.ndarray) -> np.ndarray:
     if landmarks.shape[0] != len(MEDIAPIPE_JOINT_NAMES):
         raise ValueError(f"expected {len(MEDIAPIPE_JOINT_NAMES)} MediaPipe landmarks, got {landmarks.shape}")
     return map_joints(landmarks[:, :2], MEDIAPIPE_TO_H36M)[0]
+
+
+def h36m_keypoints(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's landmarks ``(33, >= 3)`` as H36M-17 pixel joints ``(17, 2)`` and where they are
+    labels ``(17,)`` uint8: every landmark a joint is made of has visibility >= ``MIN_VISIBILITY``."""
+    return map_joints(landmarks[:, :2], MEDIAPIPE_TO_H36M, landmarks[:, 2] >= MIN_VISIBILITY)
 
 
 # ------------------------------------------------------------------------------------------ tracking
@@ -487,9 +494,7 @@ class Person:
         if not labels_2d:
             return unlabeled
         # Every joint placed the crop (as it does without labels); only the visible ones are labels.
-        _, valid = map_joints(
-            self.landmarks[:, :2], MEDIAPIPE_TO_H36M, self.landmarks[:, 2] >= MIN_VISIBILITY
-        )
+        _, valid = h36m_keypoints(self.landmarks)
         if not valid.any():
             return unlabeled
         joints_2d = np.where(valid[:, None] == 1, row["joints_2d"], 0.0).astype(np.float32)

@@ -80,11 +80,28 @@ def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
             errors[i] = f"frame {frame_id}: {_decode_failure(data, exc)}"
     return {
         **batch,
+        **(dense_2d(batch) if "joints_2d" in batch else {}),
         "frame_id": np.array(frame_ids, dtype=object),
         "image": images,
         "crop_size": crop_size,
         "error": np.array(errors, dtype=object),
     }
+
+
+def dense_2d(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch's ``joints_2d`` ``(B, 34)`` and ``joints_valid`` ``(B, 17)`` as dense arrays, a frame
+    without 2D all invalid: Ray Data cannot make one block of a column that mixes None and arrays
+    (a target where the detector missed a few frames)."""
+    n = len(batch["frame_id"])
+    pixels = np.zeros((n, NUM_JOINTS * 2), np.float32)
+    valid = np.zeros((n, NUM_JOINTS), np.uint8)
+    flags = batch.get("joints_valid", np.full(n, None, dtype=object))
+    for i, (joints, flag) in enumerate(zip(batch["joints_2d"], flags)):
+        if joints is None or np.size(joints) != NUM_JOINTS * 2:  # None, or NaN from an all-null column
+            continue
+        pixels[i] = np.asarray(joints, np.float32).reshape(-1)
+        valid[i] = 1 if flag is None or np.size(flag) != NUM_JOINTS else np.asarray(flag) > 0
+    return {"joints_2d": pixels, "joints_valid": valid}
 
 
 def decoded(batch: dict[str, np.ndarray], size: int, actor: str) -> tuple[np.ndarray, list[str | None]]:
@@ -101,18 +118,10 @@ def decoded(batch: dict[str, np.ndarray], size: int, actor: str) -> tuple[np.nda
 def detected_2d(batch: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ``rows``' stored 2D keypoints (``joints_2d``, ``joints_valid``) in normalised crop
     coordinates ``(R, J, 2)`` and where they are valid ``(R, J)``; a frame without any is all invalid."""
-    xy = np.zeros((len(rows), NUM_JOINTS, 2))
-    valid = np.zeros((len(rows), NUM_JOINTS), bool)
-    for out, i in enumerate(rows):
-        pixels = batch["joints_2d"][i]
-        if pixels is None or np.size(pixels) != NUM_JOINTS * 2:  # None, or NaN from an all-null column
-            continue
-        xy[out] = pixels_to_normalised(
-            np.asarray(pixels, np.float64).reshape(NUM_JOINTS, 2), batch["crop_size"][i]
-        )
-        flags = batch["joints_valid"][i]
-        valid[out] = True if flags is None or np.size(flags) != NUM_JOINTS else np.asarray(flags) > 0
-    return xy, valid
+    dense = dense_2d(batch)
+    pixels = dense["joints_2d"][rows].reshape(len(rows), NUM_JOINTS, 2).astype(np.float64)
+    crop_size = np.asarray(batch["crop_size"])[rows].reshape(-1, 1, 1)
+    return pixels_to_normalised(pixels, crop_size), dense["joints_valid"][rows] > 0
 
 
 class PseudoLabeler:

@@ -1,0 +1,124 @@
+"""MediaPipe's 2D for a target that came without it (``stages.detect``), on 8 frames of Sports2D's
+clip: the actor, the copy of the target it writes, and the rule that decides whether it is used.
+The stage under Ray runs in the job's end-to-end test (tests/test_self_train_job.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dfa_ray.data.records import machine_labels, read_records, skeleton, write_records
+from dfa_ray.data.schema import table_to_rows
+from dfa_ray.stages import detect
+from dfa_ray.stages.label import decode_frames
+from tests.helpers import load_job
+
+pytestmark = pytest.mark.slow  # MediaPipe
+
+CLIP = Path(__file__).parent / "fixtures" / "sports2d" / "demo-8-frames.mp4"
+CROP = 256
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory):
+    """The clip's crops with MediaPipe's 2D found in the whole frames (``prepare_data.py video``), and
+    the same crops as a target without any 2D."""
+    root = tmp_path_factory.mktemp("detect")
+    labeled = root / "labeled"
+    argv = ["video", str(CLIP), "--crop-size", str(CROP), "--image-format", "png", "--out", str(labeled)]
+    assert load_job("prepare_data").main(argv) == 0
+    table = read_records(labeled)
+    for name, kind in (("joints_2d", pa.float32()), ("joints_valid", pa.uint8())):
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.nulls(len(table), pa.list_(kind))
+        )
+    write_records(table, root / "target")
+    return {"labeled": table_to_rows(read_records(labeled)), "target": str(root / "target"), "root": root}
+
+
+def _detections(target: str) -> dict[str, np.ndarray]:
+    """The actor on every frame of ``target``, as the stage feeds it (decoded at DETECT_SIZE)."""
+    rows = table_to_rows(read_records(target))
+    batch = {
+        "frame_id": np.array([r["frame_id"] for r in rows], dtype=object),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+    }
+    batch["image"][0] = batch["image"][0][:-40]  # a truncated PNG
+    return detect.KeypointDetector()(decode_frames(batch, detect.DETECT_SIZE))
+
+
+def test_the_detector_finds_the_person_each_crop_was_cut_around_where_the_whole_frame_did(footage):
+    out = _detections(footage["target"])
+    assert out["error"][0] is not None and not out["found"][0]
+    assert out["xy"].shape == (len(out["frame_id"]), 34) and out["valid"].shape[1] == 17
+    errors, missed = [], []
+    for i, row in enumerate(footage["labeled"]):
+        if i == 0 or row["joints_2d"] is None:
+            continue
+        if not out["found"][i]:
+            missed.append(row["frame_id"])
+            continue
+        both = (row["joints_valid"] > 0) & (out["valid"][i] > 0)
+        pixels = out["xy"][i].reshape(17, 2) * CROP
+        errors.append(np.linalg.norm(pixels - row["joints_2d"], axis=-1)[both])
+        assert np.all(out["xy"][i].reshape(17, 2)[out["valid"][i] == 0] == 0)
+    # A far person's crop is a few dozen pixels enlarged: MediaPipe may miss the odd one.
+    assert len(missed) <= 2, missed
+    # In crop pixels, x then y: a mis-scaled or transposed keypoint is tens of pixels off.
+    assert np.median(np.concatenate(errors)) < 0.05 * CROP
+
+
+def test_the_copy_holds_the_detectors_2d_in_crop_pixels_marked_machine_made_and_no_3d(footage):
+    out = _detections(footage["target"])
+    detections = pa.table(
+        {
+            "frame_id": out["frame_id"].tolist(),
+            "xy": out["xy"].tolist(),
+            "valid": out["valid"].tolist(),
+            "found": out["found"].tolist(),
+            "error": list(out["error"]),
+        }
+    )
+    uri = str(footage["root"] / "copy")
+    assert detect.write_target_with_2d(footage["target"], detections, uri) == len(out["frame_id"])
+    assert machine_labels(uri).startswith("joints_2d are machine-made, not annotated: mediapipe")
+    assert skeleton(uri) == "mediapipe"
+    plain = table_to_rows(read_records(footage["target"]))
+    for i, (row, before) in enumerate(zip(table_to_rows(read_records(uri)), plain)):
+        assert row["frame_id"] == before["frame_id"] and row["image"] == before["image"]
+        assert row["joints_3d"] is None
+        if not out["found"][i]:
+            assert row["joints_2d"] is None and row["joints_valid"] is None
+            continue
+        np.testing.assert_allclose(row["joints_2d"], out["xy"][i].reshape(17, 2) * CROP, rtol=1e-6)
+        np.testing.assert_array_equal(row["joints_valid"], out["valid"][i])
+
+
+def _table(found: list[bool], errors: list[str | None]) -> pa.Table:
+    n = len(found)
+    return pa.table(
+        {
+            "frame_id": [f"f{i}" for i in range(n)],
+            "xy": [[0.0] * 34] * n,
+            "valid": [[1] * 17] * n,
+            "found": found,
+            "error": pa.array(errors, pa.string()),
+        }
+    )
+
+
+def test_the_detectors_2d_is_used_only_where_it_finds_enough_of_the_readable_crops():
+    # 8 of 10 readable crops (the unreadable ones do not count against it).
+    table = _table([True] * 8 + [False] * 2 + [False] * 3, [None] * 10 + ["unreadable"] * 3)
+    decision = detect.decide(table, 0.8)
+    assert (decision["frames"], decision["readable"], decision["found"]) == (13, 10, 8)
+    assert decision["found_share"] == pytest.approx(0.8) and decision["used"]
+    assert not detect.decide(table, 0.81)["used"]
+    line = detect.describe({**detect.decide(table, 0.81), "seconds": 2.4})
+    assert line.startswith(
+        "MediaPipe found a person in 8 of 10 crops (80%, 2 s), below data.detect_2d_min_found 0.81"
+    )
+    assert not detect.decide(_table([False, False], ["bad", "bad"]), 0.0)["used"]
