@@ -96,7 +96,8 @@ def test_self_train_job_runs_every_stage_and_a_second_driver_on_it_is_refused(ra
     # It found almost nobody in the 64 px renders, said so, and the rounds went on without its 2D.
     summary = __import__("json").loads(storage.read_bytes(detect.paths(run.root).summary))
     assert summary["readable"] == SMOKE.data.synthetic_target_frames and not summary["used"]
-    assert re.search(r"target 2D: MediaPipe found a person in \d+ of 256 crops \(\d+%, \d+ s\), below", done.logs)
+    found = r"target 2D: MediaPipe found a person in \d+ of 256 crops \(\d+%, \d+ s\), below"
+    assert re.search(found, done.logs)
     assert not storage.exists(detect.paths(run.root).records)
     # Each stage's evaluation is the summary of its per-frame errors, every test frame once.
     for record in records:
