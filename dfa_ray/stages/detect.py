@@ -44,6 +44,7 @@ from dfa_ray.config import LabelConfig
 from dfa_ray.data import video
 from dfa_ray.data.images import image_size
 from dfa_ray.data.records import RecordWriter, dataset_files, read_records
+from dfa_ray.data.validation import InputError
 from dfa_ray.method.skeleton import NUM_JOINTS
 from dfa_ray.stages.label import decoded, through_actors
 from dfa_ray.stages.read import read_output
@@ -69,7 +70,13 @@ class KeypointDetector:
     (the crop was cut around one person)."""
 
     def __init__(self) -> None:
-        self.detector = video.PoseDetector(max_people=2)
+        # A node without MediaPipe (a cluster image built without the video extra) searches nothing
+        # and says why in every row, and the run goes on without the detector's 2D.
+        self.detector, self.missing = None, None
+        try:
+            self.detector = video.PoseDetector(max_people=2)
+        except InputError as exc:
+            self.missing = str(exc)
 
     def person_in_middle(self, rgb: np.ndarray) -> np.ndarray | None:
         """The landmarks (in ``rgb``'s pixels) of the person the crop was cut around: the most
@@ -94,6 +101,8 @@ class KeypointDetector:
         """``decode_frames`` columns in (crops at ``DETECT_SIZE``), the module's columns out."""
         images, errors = decoded(batch, DETECT_SIZE, "detector")
         n = len(images)
+        if self.missing:
+            errors = [self.missing] * n
         xy = np.zeros((n, NUM_JOINTS, 2), np.float32)
         valid = np.zeros((n, NUM_JOINTS), np.uint8)
         found = np.zeros(n, bool)
@@ -202,7 +211,8 @@ def target_with_2d(
 def decide(detections: pa.Table, min_found: float) -> dict:
     """Counts of the detections (frames, readable crops, crops with a person found, their share of the
     readable ones) and whether that share reaches ``min_found``, so the detector's 2D is ``used``."""
-    readable = int(pc.sum(pc.is_null(detections.column("error"))).as_py() or 0)
+    errors = detections.column("error")
+    readable = int(pc.sum(pc.is_null(errors)).as_py() or 0)
     found = int(pc.sum(detections.column("found")).as_py() or 0)
     share = found / readable if readable else 0.0
     return {
@@ -212,11 +222,17 @@ def decide(detections: pa.Table, min_found: float) -> dict:
         "found_share": share,
         "min_found": min_found,
         "used": readable > 0 and share >= min_found,
+        "first_error": next((e for e in errors.to_pylist() if e is not None), None),
     }
 
 
 def describe(summary: dict) -> str:
     """One line: how many crops the detector found a person in, and what the run does with that."""
+    if not summary["readable"]:
+        return (
+            f"none of the {summary['frames']} crops could be searched ({summary['first_error']}); "
+            "the rounds learn from the pseudo-labels alone"
+        )
     found = (
         f"MediaPipe found a person in {summary['found']} of {summary['readable']} crops "
         f"({summary['found_share']:.0%}, {summary['seconds']:.0f} s)"
