@@ -22,7 +22,7 @@ from dfa_ray import config as config_module
 from dfa_ray import storage
 from dfa_ray.config import Config, DataConfig
 from dfa_ray.data import synthetic
-from dfa_ray.data.records import check_frame_ids, machine_labels, read_records, write_records
+from dfa_ray.data.records import check_frame_ids, machine_labels, read_records, skeleton, write_records
 from dfa_ray.data.validation import InputError
 from dfa_ray.method import checkpoints
 from dfa_ray.method.fitting import dataset_mean_pose
@@ -328,7 +328,10 @@ class RayRounds:
 
     def save(self, k: int) -> str:
         """Round ``k``'s ``checkpoint/model.pt``."""
-        info = checkpoints.pose_info(self.inputs.mean_pose)
+        data = self.config.data
+        # A model that learnt the target's machine-made 2D draws that detector's joints.
+        learnt = data.target_2d and data.target in data.source_2d and machine_labels(self.inputs.target)
+        info = checkpoints.pose_info(self.inputs.mean_pose, skeleton(self.inputs.target) if learnt else None)
         checkpoints.save(self.model, self.run.model(k), stage="round", round=k, **info)
         return self.run.model(k)
 

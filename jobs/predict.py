@@ -40,10 +40,12 @@ A record with ``joints_3d`` gets its true root depth (MargiPose's evaluation pro
 without (unlabeled footage, e.g. from ``prepare_data.py video``) gets the root depth of a PRIOR: the
 person is ASSUMED to be a nominal adult of the dataset's skeleton (``records.skeleton``), at the
 depth where the predicted bone lengths best match that skeleton's (``heatmaps.root_depth_from_bones``).
-That is Human3.6M's 1.75 m adult (``skeleton.NOMINAL_BONE_MM``) unless the records say their joints
-are a detector's: ``prepare_data.py video`` keeps MediaPipe's 2D and says so, a model adapted to
-them learns MediaPipe's joints, and their bones are MediaPipe's own estimate of people
-(``skeleton.MEDIAPIPE_BONE_MM``: shorter thighs, the nose and head further above the shoulders).
+That is Human3.6M's 1.75 m adult (``skeleton.NOMINAL_BONE_MM``) unless the checkpoint or the records
+say the joints are a detector's: ``prepare_data.py video`` keeps MediaPipe's 2D and says so, a model
+adapted to them (or to MediaPipe's 2D the driver found for a target without any) learns MediaPipe's
+joints and its checkpoint says so (``info["skeleton"]``, which comes first), and their bones are
+MediaPipe's own estimate of people (``skeleton.MEDIAPIPE_BONE_MM``: shorter thighs, the nose and
+head further above the shoulders).
 On Pose2Sim's calibrated footage that prior took 7-21 mm off the adapted models' MPJPE
 (docs/data.md). The depth only scales the root-relative pose, so shape
 (PA-MPJPE) is untouched and the focal length hardly matters; a short or tall person comes out at a
@@ -168,8 +170,9 @@ def image_frame(uri: str, root_depth: float) -> Frame:
     )
 
 
-def record_frames(uri: str, n: int) -> list[Frame]:
-    """The first ``n`` frames (all for 0) of a schema-v1 dataset, reading only the files needed."""
+def record_frames(uri: str, n: int, skeleton: str | None = None) -> list[Frame]:
+    """The first ``n`` frames (all for 0) of a schema-v1 dataset, reading only the files needed; the
+    depth prior's ``skeleton`` is the model's where it names one, else the dataset's."""
     columns = ["frame_id", "image", "joints_3d", "camera"]
     rows: list[dict] = []
     for file_uri in dataset_files(uri):
@@ -177,7 +180,11 @@ def record_frames(uri: str, n: int) -> list[Frame]:
         rows += table_to_rows(table if n == 0 else table.slice(0, n - len(rows)))
         if n and len(rows) >= n:
             break
-    frames, skeleton = [], records.skeleton(uri)
+    if skeleton is not None and skeleton not in BONE_PRIORS:
+        raise ValueError(
+            f"the checkpoint's skeleton {skeleton!r} is unknown (known: {', '.join(BONE_PRIORS)})"
+        )
+    frames, skeleton = [], skeleton or records.skeleton(uri)
     for row in rows:
         frame_id = str(row["frame_id"])
         joints_3d = row.get("joints_3d")
@@ -357,7 +364,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.images:
         frames = [image_frame(uri, args.root_depth_mm) for uri in args.images]
     else:
-        frames = record_frames(args.data, args.n)
+        frames = record_frames(args.data, args.n, info.get("skeleton"))
     coords = predict_frames(model, frames, args.batch_size, args.flip_test)
     lines, used = [], set()
     on_sheet = set(np.linspace(0, len(frames) - 1, min(args.sheet, len(frames))).round().astype(int).tolist())

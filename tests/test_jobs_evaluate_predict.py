@@ -15,6 +15,7 @@ from dfa_ray.data.records import write_records
 from dfa_ray.method import checkpoints, heatmaps, metrics
 from dfa_ray.method.fitting import evaluate, load_frames, predict_mm
 from dfa_ray.method.model import ModelConfig, PoseModel
+from dfa_ray.method.skeleton import MEDIAPIPE_BONE_MM
 from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import evaluate as evaluate_stage
 from dfa_ray.stages import train
@@ -193,6 +194,30 @@ def test_predict_on_records_without_joints_3d_gives_millimetres_from_the_bone_le
         assert line["root_depth_mm"] == pytest.approx(depth, rel=1e-3)
         want = heatmaps.denormalise(normalised[None], camera[None], 32, np.array([depth]))[0]
         np.testing.assert_allclose(mm, want - want[0], atol=0.05 + 1e-3 * np.abs(want - want[0]).max())
+
+
+def test_a_checkpoint_that_learnt_a_detectors_2d_sizes_its_poses_by_that_detectors_skeleton(
+    assets, tmp_path, capsys
+):
+    """A model adapted to MediaPipe's 2D (found by the driver for records without any) draws
+    MediaPipe's joints: its checkpoint says so, and predict's depth prior follows it, not the records."""
+    model, _ = checkpoints.load(assets["checkpoint"])
+    frames = load_frames(assets["no3d"], TINY.input_size)
+    for name, expected in (("mediapipe", MEDIAPIPE_BONE_MM), ("nobody", None)):
+        checkpoint = str(tmp_path / name / "model.pt")
+        checkpoints.save(model, checkpoint, stage="round", **checkpoints.pose_info(None, name))
+        out = tmp_path / f"preds-{name}"
+        args = ["--checkpoint", checkpoint, "--data", assets["no3d"], "--n", "2", "--out", str(out)]
+        if expected is None:
+            assert predict_job.main(args) == 2
+            assert "error: the checkpoint's skeleton 'nobody' is unknown" in capsys.readouterr().err
+            continue
+        assert predict_job.main([*args, "--panel-size", "32"]) == 0
+        for line, camera in zip(_lines(out), frames.camera):
+            assert line["root_depth_source"] == "bone-length prior (mediapipe)"
+            normalised = np.asarray(line["joints_normalised"])[None]
+            depth = heatmaps.root_depth_from_bones(normalised, camera[None], 32, expected)[0]
+            assert line["root_depth_mm"] == pytest.approx(depth, rel=1e-3)
 
 
 def test_predict_on_an_image_file_centre_crops_and_assumes_a_camera(assets, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 
 from dfa_ray.config import load_config
 from dfa_ray.data.records import machine_labels, read_records
+from dfa_ray.method import checkpoints
 from tests.helpers import load_job
 
 pytestmark = pytest.mark.slow  # a private local Ray and MediaPipe
@@ -40,7 +41,11 @@ def test_a_clip_becomes_adapted_3d_poses_and_sheets(tmp_path, capsys):
     assert resolved.data.source_2d == (str(root / "records"),) and resolved.adapt.lr == resolved.pretrain.lr
     records = read_records(root / "records")
     assert machine_labels(root / "records").startswith("joints_2d are machine-made")
-    assert (root / "self-train" / "round-1" / "checkpoint" / "model.pt").exists()
+    # The adapted model learnt MediaPipe's 2D: its checkpoint says whose joints it draws.
+    assert (
+        checkpoints.load(root / "self-train" / "round-1" / "checkpoint" / "model.pt")[1]["skeleton"]
+        == "mediapipe"
+    )
     for name in ("source", "adapted"):
         lines = [json.loads(line) for line in (root / name / "predictions.jsonl").read_text().splitlines()]
         assert [line["frame_id"] for line in lines] == records.column("frame_id").to_pylist()

@@ -111,10 +111,13 @@ def describe_info(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def pose_info(mean_pose: np.ndarray | None) -> dict[str, Any]:
-    """The ``info`` entry holding the source's mean root-relative pose ``(17, 3)`` in mm (nothing
-    when there is none); ``info["mean_pose"]`` reads back as nested lists."""
-    return {} if mean_pose is None else {"mean_pose": np.round(mean_pose, 1).tolist()}
+def pose_info(mean_pose: np.ndarray | None, skeleton: str | None = None) -> dict[str, Any]:
+    """The ``info`` entries holding the source's mean root-relative pose ``(17, 3)`` in mm (nothing
+    when there is none; ``info["mean_pose"]`` reads back as nested lists) and, where the model learnt
+    a detector's 2D, the ``skeleton`` its joints follow (``skeleton.BONE_PRIORS``: ``predict.py`` sizes
+    its poses by it)."""
+    info: dict[str, Any] = {} if mean_pose is None else {"mean_pose": np.round(mean_pose, 1).tolist()}
+    return info if skeleton is None else {**info, "skeleton": skeleton}
 
 
 def save(model: PoseModel, uri: str | os.PathLike, **info: Any) -> None:
