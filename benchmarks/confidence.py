@@ -20,7 +20,9 @@ score with the negated error. The rankings:
 - ``oracle``: the negated true error, the best any confidence could do.
 
 It also reports the share of pseudo-labels turned round (their body facing more than 90 degrees from
-the truth's, ``metrics.facing_angle``) and their MPJPE beside the rest's.
+the truth's, ``metrics.facing_angle``) and their MPJPE beside the rest's, and the pseudo-labels' MPJPE
+were their image position the truth's (``pseudo_label.anchor_2d`` with the true 2D, the ensemble's
+depth kept): how much of their error is where the joints are in the image rather than their depth.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dfa_ray.experiments import label_target
 from dfa_ray.method import checkpoints, metrics
 from dfa_ray.method.fitting import Frames, to_mm
 from dfa_ray.method.model import predict
+from dfa_ray.method.pseudo_label import anchor_2d
 from dfa_ray.method.transforms import EquivarianceParams, equivariance_inverse, mean_variance
 
 
@@ -89,12 +92,14 @@ def run(args: argparse.Namespace) -> dict:
         "oracle": -label_error,
     }
     turned = metrics.facing_angle(to_mm(frames, labels["facing"].joints.astype(np.float64)), truth) > 90
+    true_2d = anchor_2d(labels["facing"], frames.coords[..., :2], np.ones(frames.coords.shape[:2], bool))
     return {
         "checkpoint": args.checkpoint,
         "config": args.config,
         "frames": len(frames),
         "keep": args.keep,
         "pseudo_label_mpjpe": float(label_error.mean()),
+        "pseudo_label_mpjpe_at_true_2d": float(error(true_2d.joints).mean()),
         # pseudo-labels whose body faces more than 90 degrees from the truth's (a front/back flip)
         "turned_round": {
             "share": float(turned.mean()),

@@ -151,6 +151,8 @@ def test_the_confidence_benchmark_scores_each_ranking_against_the_oracle():
     assert rankings["oracle"]["spearman"] == pytest.approx(1.0)
     turned = found["turned_round"]
     assert 0 <= turned["share"] <= 1 and turned["mpjpe_rest"] > 0
+    # At their true image position the labels keep only their depth's error: less than all of it.
+    assert 0 < found["pseudo_label_mpjpe_at_true_2d"] < found["pseudo_label_mpjpe"]
     # The oracle keeps the best-labelled half: no ranking beats it, and halves average to the whole.
     for ranked in rankings.values():
         assert ranked["kept_mpjpe"] >= rankings["oracle"]["kept_mpjpe"] - 1e-9
