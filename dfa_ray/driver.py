@@ -292,6 +292,11 @@ class RayRounds:
         # The label stage must write each of these frames exactly once.
         self.num_target = check_frame_ids(inputs.target)
         self.model: PoseModel | None = None
+        # A model that learnt the target's machine-made 2D draws that detector's joints: its
+        # checkpoints name their skeleton (predict.py's depth prior).
+        data = config.data
+        learnt = data.target_2d and data.target in data.source_2d and machine_labels(inputs.target)
+        self.skeleton = skeleton(inputs.target) if learnt else None
 
     def label(self, k: int) -> str:
         """Clear what an interrupted attempt left of round ``k``, then label with ``PseudoLabeler`` actors."""
@@ -328,10 +333,7 @@ class RayRounds:
 
     def save(self, k: int) -> str:
         """Round ``k``'s ``checkpoint/model.pt``."""
-        data = self.config.data
-        # A model that learnt the target's machine-made 2D draws that detector's joints.
-        learnt = data.target_2d and data.target in data.source_2d and machine_labels(self.inputs.target)
-        info = checkpoints.pose_info(self.inputs.mean_pose, skeleton(self.inputs.target) if learnt else None)
+        info = checkpoints.pose_info(self.inputs.mean_pose, self.skeleton)
         checkpoints.save(self.model, self.run.model(k), stage="round", round=k, **info)
         return self.run.model(k)
 
@@ -397,7 +399,9 @@ def self_train(config: Config, resume: bool = False, log: Log = print) -> list[d
         inputs = load_inputs(config, log)
         detected = detected_target_2d(config, run, inputs, log)
         if detected is not config:
-            config, inputs = detected, load_inputs(detected, log)
+            # The copy joins the source as 2D only: the test set and the mean pose stay as read.
+            source, target, _ = resolve_data(detected, log)
+            config, inputs = detected, dataclasses.replace(inputs, source=source, target=target)
         done = run.committed_rounds()
         if done:
             last = "pretrain" if done[-1] == 0 else f"round {done[-1]}"

@@ -15,17 +15,18 @@ per frame to ``<run>/target-2d/detections/``:
     error      string              null, or why the frame could not be read
 
 **Whether to use them.** A detector made from photographs need not know a rendered domain: on the
-embedded benchmark's target crops MediaPipe finds a person in half of them, and where it does its
-2D is further from the truth than the source model's own (11.8 against 8.2 px in 128 px crops, 300
-training frames, their truth a diagnostic only); on Pose2Sim's crops it finds 97 %. Every crop
+embedded benchmark's 3,000 target crops MediaPipe finds a person in 67 % of them, and where it does
+its 2D is further from the truth than the source model's own (10.9 against 8.2 px mean in 128 px
+crops, the first 300 training frames, their truth a diagnostic only); on Pose2Sim's crops it finds
+96-99 %. Every crop
 holds a person by construction, so ``data.detect_2d_min_found`` (0.8) is the share of them it must
 find for its keypoints to be used; below it the run goes on from the pseudo-labels alone.
 
 **Where they go.** When used, ``write_target_with_2d`` writes ``<run>/target-2d/records``: the
 target's rows with the detector's 2D as their ``joints_2d`` (crop pixels) and ``joints_valid``, no
 ``joints_3d`` (a target's labels are never used), marked machine-made like ``prepare_data.py video``'s
-output; the driver then treats that copy as the target (``driver.use_target_2d``). ``summary.json``
-records the decision and a marker the finished stage, so a resumed run reuses it.
+output; the driver then treats that copy as the target (``driver.use_target_2d``). ``summary.json``,
+written last, records the decision and marks the stage finished, so a resumed run reuses it.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class KeypointDetector:
             return np.concatenate([landmarks[:, :2] - side // 2, landmarks[:, 2:]], axis=1)
 
         first = self.detector.most_prominent(canvas)
-        if first is None or _off_centre(in_crop(first), side) <= OFF_CENTRE:
-            return None if first is None else in_crop(first)
+        if first is None:
+            return None
+        if _off_centre(in_crop(first), side) <= OFF_CENTRE:
+            return in_crop(first)
         people = [in_crop(landmarks) for landmarks in self.detector(canvas)]  # up to two, searched whole
         return min(people, key=lambda landmarks: _off_centre(landmarks, side))
 

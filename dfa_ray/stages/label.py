@@ -116,12 +116,12 @@ def decoded(batch: dict[str, np.ndarray], size: int, actor: str) -> tuple[np.nda
 
 
 def detected_2d(batch: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ``rows``' stored 2D keypoints (``joints_2d``, ``joints_valid``) in normalised crop
-    coordinates ``(R, J, 2)`` and where they are valid ``(R, J)``; a frame without any is all invalid."""
-    dense = dense_2d(batch)
-    pixels = dense["joints_2d"][rows].reshape(len(rows), NUM_JOINTS, 2).astype(np.float64)
+    """The ``rows``' stored 2D keypoints in normalised crop coordinates ``(R, J, 2)`` and where they
+    are valid ``(R, J)``, from a ``decode_frames`` batch (its ``dense_2d`` columns: a frame without
+    any is all invalid)."""
+    pixels = np.asarray(batch["joints_2d"], np.float64)[rows].reshape(len(rows), NUM_JOINTS, 2)
     crop_size = np.asarray(batch["crop_size"])[rows].reshape(-1, 1, 1)
-    return pixels_to_normalised(pixels, crop_size), dense["joints_valid"][rows] > 0
+    return pixels_to_normalised(pixels, crop_size), np.asarray(batch["joints_valid"])[rows] > 0
 
 
 class PseudoLabeler:
