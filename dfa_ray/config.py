@@ -200,6 +200,9 @@ class ExperimentsConfig:
     trial_cpus: float = 1.0  # Ray resources of one trial
     trial_gpus: float = 0.0
     threads: int = 1  # torch threads in a trial
+    # "Only target" trains round after round until a held-out tenth of the target frames stops
+    # improving (experiments.target_label_rounds), at most this many rounds of adapt.epochs.
+    only_target_max_rounds: int = 12
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -210,7 +213,7 @@ class ExperimentsConfig:
             except ValueError as exc:
                 raise bounds.FieldError("policies", f"{text!r}: {exc}") from None
         bounds.at_least(self, 0, "examples")
-        bounds.at_least(self, 1, "threads")
+        bounds.at_least(self, 1, "threads", "only_target_max_rounds")
         bounds.non_negative(self, "trial_cpus", "trial_gpus")
 
 

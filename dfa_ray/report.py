@@ -79,7 +79,11 @@ def _round_curves(
     if baseline and baseline[0] is not None:
         ax.axhline(baseline[0], color="black", linestyle="--", linewidth=1, label="Mean pose")
     for method in methods:
-        values = np.array([[r[key] for r in t["rounds"]] for t in groups[method]])
+        curves = [[r[key] for r in t["rounds"]] for t in groups[method]]
+        # "Only target" stops when it stops improving, after a number of rounds each seed decides:
+        # a stopped seed's model keeps its last error.
+        length = max(map(len, curves))
+        values = np.array([curve + curve[-1:] * (length - len(curve)) for curve in curves])
         mean, std = values.mean(0), values.std(0)
         style = {"color": _colour(method, groups), "label": row_name(method)}
         if values.shape[1] == 1:  # a bound, trained once: a horizontal line

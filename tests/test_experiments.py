@@ -191,8 +191,11 @@ def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_i
     )  # fmt: skip
     rates, fit = [], experiments.fit
 
+    sizes = []
+
     def recording_fit(model, frames, stage, *args):
         rates.append(stage.lr)
+        sizes.append(len(frames))
         return fit(model, frames, stage, *args)
 
     monkeypatch.setattr(experiments, "fit", recording_fit)
@@ -205,10 +208,37 @@ def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_i
     model, _ = checkpoints.from_bytes(pretrained)
     for key, value in shipped.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value)
-    # "Only target" starts from it and trains a round per round on the target frames' true labels.
+    # "Only target" starts from it and trains round after round on the target frames' true labels,
+    # a held-out tenth of them deciding when to stop (at most only_target_max_rounds).
     upper = adapt_trial("only-target", data, config, 0, pretrained, **quiet)
-    assert [r["round"] for r in upper["rounds"]] == [0, 1, 2]
+    rounds = [r["round"] for r in upper["rounds"]]
+    assert rounds == list(range(len(rounds)))
+    assert 2 <= len(rounds) <= 1 + config.experiments.only_target_max_rounds
     assert upper["rounds"][0]["mpjpe"] == first["rounds"][0]["mpjpe"]
-    assert upper["rounds"][2]["mpjpe"] != upper["rounds"][0]["mpjpe"]
-    # True labels train at the supervised rate, the adaptation's budget otherwise.
-    assert rates == [config.pretrain.lr] * 2
+    assert upper["rounds"][-1]["mpjpe"] != upper["rounds"][0]["mpjpe"]
+    assert all(math.isfinite(r["held_out_mpjpe"]) for r in upper["rounds"][1:])
+    # True labels train at the supervised rate, the adaptation's otherwise; on frames but the held-out.
+    assert rates == [config.pretrain.lr] * (len(rounds) - 1)
+    assert sizes == [len(target) - 2] * (len(rounds) - 1)  # 16 frames, a tenth held out: 2
+
+
+def test_only_target_trains_until_the_held_out_target_frames_stop_improving(monkeypatch):
+    source_rows, target = _frames(20, "synthetic-source")
+    data = TrialData(Frames.from_rows(source_rows, TINY.input_size), target, target)
+    config = Config(model=TINY, experiments=ExperimentsConfig(only_target_max_rounds=4))
+    model = PoseModel(TINY)
+    held_out = iter([100.0, 90.0, 89.5, 50.0, 40.0])  # before training, then after each round
+    monkeypatch.setattr(experiments, "fit", lambda *args: [{"loss": 0.0}])
+    real_evaluate = experiments.evaluate
+
+    def scripted(model, frames, **kwargs):
+        # The held-out tenth (2 of 20 frames) is scripted; the test frames are really evaluated.
+        return {"mpjpe": next(held_out)} if len(frames) == 2 else real_evaluate(model, frames, **kwargs)
+
+    monkeypatch.setattr(experiments, "evaluate", scripted)
+    history = experiments.target_label_rounds(model, data, config, 0, lambda _: None)
+    # 100 -> 90 is a 10 % gain; 90 -> 89.5 is under 1 %: it stops there, the later gains unseen.
+    assert [r["held_out_mpjpe"] for r in history] == [90.0, 89.5]
+    config = Config(model=TINY, experiments=ExperimentsConfig(only_target_max_rounds=1))
+    held_out = iter([100.0, 50.0, 40.0])
+    assert len(experiments.target_label_rounds(model, data, config, 0, lambda _: None)) == 1

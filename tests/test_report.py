@@ -5,13 +5,14 @@ import shutil
 from pathlib import Path
 
 import cv2
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.records import write_records
 from dfa_ray.experiments import example_frames
-from dfa_ray.report import FIGURES
+from dfa_ray.report import FIGURES, _round_curves
 from dfa_ray.report import example_frames as report_examples
 from tests.helpers import load_job, make_rows
 
@@ -57,3 +58,17 @@ def test_results_without_their_example_frames_are_refused_with_the_way_out(tmp_p
     assert load_job("report").main([str(tmp_path)]) == 2
     assert "jobs/experiments.py with --resume" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_the_rounds_figure_holds_a_stopped_seed_at_its_last_error():
+    def trial(method, errors):
+        return {"method": method, "rounds": [{"mpjpe": e, "pa_mpjpe": e / 2} for e in errors]}
+
+    # "Only target" stops when its held-out frames stop improving: seeds stop after different rounds.
+    stopped = [trial("only-target", [200.0, 150.0]), trial("only-target", [200.0, 160.0, 140.0, 130.0])]
+    groups = {"only-source": [trial("only-source", [200.0])] * 2, "only-target": stopped}
+    figure, ax = plt.subplots()
+    _round_curves(ax, groups, ["only-source", "only-target"], "mpjpe")
+    [line] = [line for line in ax.get_lines() if line.get_label() == "Only target"]
+    np.testing.assert_allclose(line.get_ydata(), [200.0, 155.0, 145.0, 140.0])
+    plt.close(figure)
