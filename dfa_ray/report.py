@@ -44,7 +44,8 @@ COLOURS = {
     "dfa": "#1f77b4",
     "only-target": "#2ca02c",
 }
-FIGURE_COLUMNS = ("only-source", "wo-dfa", "dfa")
+# Fig. 2's methods, and the bound beside them: what the network draws when it learns the target's labels.
+FIGURE_COLUMNS = ("only-source", "wo-dfa", "dfa", "only-target")
 _EXTRA = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 
 
@@ -213,8 +214,8 @@ def _draw_pose(
 def skeleton_figure(
     groups: Mapping[str, list[Mapping]], images: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray]
 ) -> bytes:
-    """One row per example test frame: the crop, then Only source, w/o DFA, Ours (first seed) and
-    the ground truth; each prediction is drawn over the truth in grey (right limbs dashed)."""
+    """One row per example test frame: the crop, then Only source, w/o DFA, Ours, Only target (first
+    seed) and the ground truth; each prediction is drawn over the truth in grey (right limbs dashed)."""
     columns = [m for m in FIGURE_COLUMNS if m in groups]
     first = {m: groups[m][0]["examples"] for m in columns}
     frame_ids = first[columns[0]]["frame_ids"]
