@@ -295,7 +295,7 @@ def target_label_rounds(model: PoseModel, data: TrialData, config: Config, seed:
     improving, the paper's upper bound (a model trained on the target domain's labels).
 
     Each round trains ``adapt.epochs`` epochs on the target frames but a held-out tenth, chosen at
-    random once for every seed; training stops after the first round that lowers the held-out
+    random once, the same for every seed; training stops after the first round that lowers the held-out
     frames' MPJPE by less than 1 %, or after ``experiments.only_target_max_rounds``. The test frames
     never decide it. Until the bound was given this rule it trained for the adaptation's ``rounds``
     and was still falling ~3 mm a round when they ended (docs/results.md): the bound of a budget,
