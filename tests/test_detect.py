@@ -1,18 +1,23 @@
 """MediaPipe's 2D for a target that came without it (``stages.detect``), on 8 frames of Sports2D's
 clip: the actor, the copy of the target it writes, and the rule that decides whether it is used.
-The stage under Ray runs in the job's end-to-end test (tests/test_self_train_job.py)."""
+The stage under Ray, as the driver calls it, runs in the last test."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from dfa_ray import driver
+from dfa_ray.config import Config, DataConfig, LabelConfig
 from dfa_ray.data.records import machine_labels, read_records, skeleton, write_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.data.validation import InputError
+from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import detect
 from dfa_ray.stages.label import decode_frames
 from tests.helpers import load_job
@@ -136,3 +141,35 @@ def test_a_node_without_mediapipe_searches_nothing_and_says_why(footage, monkeyp
     monkeypatch.setattr(detect.video, "PoseDetector", missing)
     out = _detections(footage["target"])
     assert not out["found"].any() and all(e.startswith("MediaPipe is not installed") for e in out["error"])
+
+
+def test_the_driver_looks_once_through_ray_actors_and_learns_the_2d_where_found(footage, tmp_path):
+    """``driver.detected_target_2d`` on a target without 2D: MediaPipe's actors under Ray Data search
+    every crop, the copy with their 2D becomes the target and its 2D labels, and a resumed run reads
+    the recorded decision instead of searching again."""
+    import ray
+
+    base = Config(data=DataConfig(target=footage["target"], detect_2d_min_found=0.7))
+    run = RunDir(str(tmp_path / "runs"), "r")
+    inputs = driver.Inputs(source=[], target=footage["target"], test="", num_test=0, mean_pose=None)
+    base = dataclasses.replace(base, label=LabelConfig(actors=2, batch_size=4, rows_per_block=4))
+    lines = []
+    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+             logging_level="warning")  # fmt: skip
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        config = driver.detected_target_2d(base, run, inputs, lines.append)
+    finally:
+        ray.shutdown()
+    copy = detect.paths(run.root).records
+    assert config.data.target == copy and config.data.source_2d == (copy,), lines
+    assert config.adapt.lr == base.pretrain.lr
+    frames = len(read_records(footage["target"]))
+    found = rf"MediaPipe found a person in \d+ of {frames} crops .*; its 2D is the target's machine-made"
+    assert re.search(found, "\n".join(lines))
+    assert machine_labels(copy) and len(read_records(copy)) == frames
+    again = []
+    assert driver.detected_target_2d(base, run, inputs, again.append) == config
+    assert "(detected before)" in again[0] and not any("looking for people" in line for line in again)
+    never = dataclasses.replace(base, data=dataclasses.replace(base.data, detect_2d_min_found=None))
+    assert driver.detected_target_2d(never, RunDir(str(tmp_path / "runs"), "off"), inputs, print) == never
