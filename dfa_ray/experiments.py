@@ -47,8 +47,10 @@ from dfa_ray.method.fitting import (
     Frames,
     PseudoLabeled,
     adapt_fit,
+    concat_frames,
     evaluate,
     fit,
+    load_frames,
     predict_mm,
     subset_frames,
     to_mm,
@@ -78,6 +80,12 @@ class TrialData:
     source: Frames
     target: Frames
     test: Frames
+
+    @classmethod
+    def load(cls, source: list[str], target: str, test: str, input_size: int) -> TrialData:
+        """The datasets at these URIs, decoded at the model's ``input_size``."""
+        sources = concat_frames([load_frames(uri, input_size) for uri in source])
+        return cls(sources, load_frames(target, input_size), load_frames(test, input_size))
 
     @property
     def mean_pose(self) -> np.ndarray | None:

@@ -41,7 +41,6 @@ from dfa_ray.experiments import (
     table,
     table2_methods,
 )
-from dfa_ray.method.fitting import concat_frames, load_frames
 from dfa_ray.method.metrics import describe
 from dfa_ray.ops.rundir import RunDir
 
@@ -81,12 +80,7 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
     import ray
 
     source, target, test = resolve_data(config, log)
-    size = config.model.input_size
-    frames = TrialData(
-        concat_frames([load_frames(uri, size) for uri in source]),
-        load_frames(target, size),
-        load_frames(test, size),
-    )
+    frames = TrialData.load(source, target, test, config.model.input_size)
     data = ray.put(frames)
     resources = {"num_cpus": config.experiments.trial_cpus, "num_gpus": config.experiments.trial_gpus}
     pretrain_remote = ray.remote(_pretrain_task).options(num_returns=2, **resources)

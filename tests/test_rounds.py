@@ -20,7 +20,7 @@ from dfa_ray.method.model import PoseModel
 from dfa_ray.method.policy import Policy
 from dfa_ray.ops.drills import KILL_POINTS
 from dfa_ray.ops.rundir import RunDir
-from tests.helpers import TINY
+from tests.helpers import TINY, load_script
 
 
 class FakeBackend:
@@ -199,3 +199,16 @@ def test_a_target_with_machine_made_2d_learns_from_it_and_one_with_annotated_2d_
     synthetic_target = dataclasses.replace(base, data=dataclasses.replace(base.data, target=None))
     for unchanged in (off, annotated, synthetic_target):
         assert driver.use_target_2d(unchanged, lambda line: pytest.fail(line)) == unchanged
+
+
+def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_depth():
+    bench = load_script("benchmarks/anchored_rounds.py")
+    config = Config(model=TINY, label=LabelConfig(batch_size=8))
+    data = _trial_data()
+    torch.manual_seed(0)
+    model = PoseModel(TINY)
+    plain = InMemoryRounds(model, data, config, 1, True, print).label(1)
+    anchored = bench.AnchoredRounds(model, data, config, 1, True, print).label(1)
+    np.testing.assert_allclose(anchored.joints[..., :2], data.target.coords[..., :2], atol=1e-6)
+    np.testing.assert_allclose(anchored.joints[..., 2], plain.joints[..., 2])
+    assert not np.allclose(plain.joints[..., :2], data.target.coords[..., :2], atol=1e-2)
