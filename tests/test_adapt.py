@@ -55,7 +55,7 @@ def test_with_dfa_the_source_term_still_trains_the_decoder():
     assert all(g.abs().sum() > 0 for g in decoder_grads)
 
 
-def test_frozen_branch_uses_running_bn_statistics_and_leaves_them_untouched():
+def test_frozen_branch_decodes_as_the_decoder_does_and_leaves_its_statistics_untouched():
     torch.manual_seed(0)
     model = PoseModel(CONFIG)
     features = model.encoder(_batch(1).images)
@@ -63,10 +63,25 @@ def test_frozen_branch_uses_running_bn_statistics_and_leaves_them_untouched():
     out = frozen_decode(model.decoder, features)
     for k, v in model.decoder.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} changed in the frozen branch"
-    assert model.decoder.training  # mode restored
     with torch.no_grad():
-        expected = model.decoder.eval()(features)
+        expected = model.decoder(features)  # in training mode: the batch's statistics
     torch.testing.assert_close(out.xy, expected.xy)
+
+
+def test_dfa_and_without_dfa_give_the_same_marginals_and_batch_norm_statistics():
+    """The two settings differ in where the target loss's gradient goes, nothing else."""
+    outputs, statistics = [], []
+    for dfa in (True, False):
+        torch.manual_seed(0)
+        model = PoseModel(CONFIG)
+        outputs.append(DFANet(model, dfa=dfa)(_batch(0).images, _batch(1).images))
+        statistics.append({k: v.clone() for k, v in model.state_dict().items() if "running" in k})
+    for with_dfa, without in zip(*outputs):
+        for a, b in zip(with_dfa, without):
+            torch.testing.assert_close(a, b)
+    assert statistics[0].keys() == statistics[1].keys() and statistics[0]
+    for k, v in statistics[0].items():
+        assert torch.equal(v, statistics[1][k]), k
 
 
 @pytest.mark.parametrize("dfa", [True, False])
