@@ -173,3 +173,13 @@ def test_the_driver_looks_once_through_ray_actors_and_learns_the_2d_where_found(
     assert "(detected before)" in again[0] and not any("looking for people" in line for line in again)
     never = dataclasses.replace(base, data=dataclasses.replace(base.data, detect_2d_min_found=None))
     assert driver.detected_target_2d(never, RunDir(str(tmp_path / "runs"), "off"), inputs, print) == never
+    # The embedded benchmark's target (data.target unset, rendered by the driver) is not searched.
+    embedded = dataclasses.replace(base, data=dataclasses.replace(base.data, target=None))
+    said = []
+    assert (
+        driver.detected_target_2d(embedded, RunDir(str(tmp_path / "runs"), "b"), inputs, said.append)
+        == embedded
+    )
+    assert said == [
+        "target 2D: the embedded benchmark's target learns from its pseudo-labels alone, as the tables do"
+    ]
