@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -26,11 +25,8 @@ import torch
 
 from dfa_ray.config import load_config
 from dfa_ray.driver import resolve_data
-from dfa_ray.experiments import InMemoryRounds, TrialData
-from dfa_ray.method import checkpoints
-from dfa_ray.method.fitting import evaluate
+from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, pretrain_trial
 from dfa_ray.method.pseudo_label import PseudoLabels, anchor_2d
-from dfa_ray.method.rounds import run_rounds
 
 
 class AnchoredRounds(InMemoryRounds):
@@ -42,24 +38,21 @@ class AnchoredRounds(InMemoryRounds):
 
 
 def trial(config_path: str, overrides: tuple[str, ...], method: str, seed: int, threads: int) -> dict:
-    """One seed of ``method`` ("dfa" or "wo-dfa") from the config's init checkpoint."""
+    """One seed of ``method`` ("dfa" or "wo-dfa"): ``experiments.adapt_trial`` on ``AnchoredRounds``
+    from the seed's "Only source" model (the config's init checkpoint where it names one)."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
-    data = TrialData.load(*resolve_data(config, lambda line: None), config.model.input_size)
-    torch.manual_seed(seed)
-    model, _ = checkpoints.load(config.init_checkpoint)
-    start = time.perf_counter()
-    history = [{"round": 0, **evaluate(model, data.test, mean_pose=data.mean_pose)}]
-    backend = AnchoredRounds(model, data, config, seed, method == "dfa", lambda line: None)
-    run_rounds(backend, config.policy_schedule, range(1, config.rounds + 1), config.adapt.epochs)
-    history += backend.history
+    quiet = lambda line: None  # noqa: E731
+    data = TrialData.load(*resolve_data(config, quiet), config.model.input_size)
+    _, pretrained = pretrain_trial(data, config, seed, quiet)
+    result = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=AnchoredRounds)
     keys = ("round", "mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "label_mpjpe_all", "label_mpjpe_kept")
     rounds = []
-    for record in history:
+    for record in result["rounds"]:
         selection = record.get("selection", {})
         flat = {**record, **{k: selection.get(k) for k in ("label_mpjpe_all", "label_mpjpe_kept")}}
         rounds.append({k: flat.get(k) for k in keys})
-    return {"method": method, "seed": seed, "seconds": round(time.perf_counter() - start), "rounds": rounds}
+    return {"method": method, "seed": seed, "seconds": round(result["seconds"]), "rounds": rounds}
 
 
 def main(argv: list[str] | None = None) -> int:

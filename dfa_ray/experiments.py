@@ -253,10 +253,18 @@ class InMemoryRounds:
 
 
 def self_train_rounds(
-    model: PoseModel, data: TrialData, config: Config, seed: int, dfa: bool, policy: Policy, log: Log
+    model: PoseModel,
+    data: TrialData,
+    config: Config,
+    seed: int,
+    dfa: bool,
+    policy: Policy,
+    log: Log,
+    backend_class: type[InMemoryRounds] = InMemoryRounds,
 ) -> list[dict]:
-    """Rounds 1..R of ``rounds.run_rounds`` (the driver's loop) in place on ``model``."""
-    backend = InMemoryRounds(model, data, config, seed, dfa, log)
+    """Rounds 1..R of ``rounds.run_rounds`` (the driver's loop) in place on ``model``; a benchmark
+    may pass a subclass of ``InMemoryRounds`` that changes one step and keeps the rest."""
+    backend = backend_class(model, data, config, seed, dfa, log)
     run_rounds(backend, policy, range(1, config.rounds + 1), config.adapt.epochs, log)
     return backend.history
 
@@ -335,9 +343,16 @@ def target_label_rounds(model: PoseModel, data: TrialData, config: Config, seed:
 
 
 def adapt_trial(
-    method: str, data: TrialData, config: Config, seed: int, pretrained: bytes, log: Log = print
+    method: str,
+    data: TrialData,
+    config: Config,
+    seed: int,
+    pretrained: bytes,
+    log: Log = print,
+    backend_class: type[InMemoryRounds] = InMemoryRounds,
 ) -> dict:
-    """An adapting method from the seed's source-pretrained model; round 0 is that model."""
+    """An adapting method from the seed's source-pretrained model; round 0 is that model. The
+    self-training methods' rounds run on ``backend_class`` (``self_train_rounds``)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     model, _ = checkpoints.from_bytes(pretrained, f"the seed-{seed} pretrained model")
@@ -347,11 +362,11 @@ def adapt_trial(
         history += target_label_rounds(model, data, config, seed, log)
     elif method == "dann":
         history += dann_rounds(model, data, config, seed, log)
-    elif method in ("dfa", "wo-dfa"):
-        history += self_train_rounds(model, data, config, seed, method == "dfa", config.policy_schedule, log)
-    elif method.startswith("policy:"):
-        policy = Policy.parse(method.removeprefix("policy:"))
-        history += self_train_rounds(model, data, config, seed, True, policy, log)
+    elif method in ("dfa", "wo-dfa") or method.startswith("policy:"):
+        table2 = method.startswith("policy:")  # Table 2: DFA under another curriculum policy
+        policy = Policy.parse(method.removeprefix("policy:")) if table2 else config.policy_schedule
+        dfa = method != "wo-dfa"
+        history += self_train_rounds(model, data, config, seed, dfa, policy, log, backend_class)
     else:
         raise ValueError(f"unknown adapting method {method!r}")
     return _result(method, seed, history, model, data, config, start)

@@ -212,3 +212,15 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
     np.testing.assert_allclose(anchored.joints[..., :2], data.target.coords[..., :2], atol=1e-6)
     np.testing.assert_allclose(anchored.joints[..., 2], plain.joints[..., 2])
     assert not np.allclose(plain.joints[..., :2], data.target.coords[..., :2], atol=1e-2)
+    # The benchmark's trials are Table 1's (adapt_trial) with this backend in the round loop.
+    config = dataclasses.replace(
+        config, rounds=1, policy="100%,0%,100%", adapt=AdaptConfig(epochs=1, batch_size=4)
+    )
+    pretrained = checkpoints.to_bytes(model)
+    kwargs = {"log": lambda _: None}
+    ones = [
+        adapt_trial("wo-dfa", data, config, 1, pretrained, **kwargs, backend_class=c)
+        for c in (InMemoryRounds, bench.AnchoredRounds)
+    ]
+    errors = [trial["rounds"][1]["selection"]["label_mpjpe_all"] for trial in ones]
+    assert errors[1] < errors[0]
