@@ -15,7 +15,6 @@ The true 2D is a diagnostic: no published row uses it. Trials run one process ea
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfa_ray.cli import print_json
 from dfa_ray.config import load_config
 from dfa_ray.driver import resolve_data
 from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, pretrain_trial
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(2) as pool:
         results = list(pool.map(trial, *zip(*jobs)))
     out = {"config": args.config, "overrides": args.set, "trials": results}
-    print(json.dumps(out, indent=2), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print_json(out, args.json)
     return 0
 
 

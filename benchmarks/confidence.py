@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from dfa_ray.cli import print_json
 from dfa_ray.config import Config, load_config
 from dfa_ray.data.synthetic import generate
 from dfa_ray.experiments import label_target
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--keep must be in (0, 1], got {args.keep}")
     torch.set_num_threads(args.threads)
     results = run(args)
-    print(json.dumps(results, indent=2), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print_json(results, args.json)
     return 0
 
 

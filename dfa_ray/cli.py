@@ -53,6 +53,15 @@ _FLAGS = {
 }
 
 
+def print_json(data: object, path: Path | None = None) -> None:
+    """Print ``data`` as indented JSON and, where ``path`` is given (a benchmark's ``--json``), write
+    the same text there."""
+    text = json.dumps(data, indent=2)
+    print(text, flush=True)
+    if path:
+        path.write_text(text + "\n")
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The driver's flags."""
     parser = argparse.ArgumentParser(
