@@ -10,6 +10,8 @@ so that what the tables miss can be put on the labels or on the loop.
         --json docs/results/anchored_rounds.json
 
 The true 2D is a diagnostic: no published row uses it. Trials run one process each, two at a time.
+``--labels ensemble`` runs the same trials with Table 1's own labels, for the loop alone under
+``--set`` overrides (a larger budget: ``--set rounds=6``, ``--set adapt.epochs=4``).
 """
 
 from __future__ import annotations
@@ -37,15 +39,19 @@ class AnchoredRounds(InMemoryRounds):
         return anchor_2d(super().label(k), target.coords[..., :2], np.ones(target.coords.shape[:2], bool))
 
 
-def trial(config_path: str, overrides: tuple[str, ...], method: str, seed: int, threads: int) -> dict:
+def trial(
+    config_path: str, overrides: tuple[str, ...], method: str, seed: int, threads: int, anchored: bool
+) -> dict:
     """One seed of ``method`` ("dfa" or "wo-dfa"): ``experiments.adapt_trial`` on ``AnchoredRounds``
-    from the seed's "Only source" model (the config's init checkpoint where it names one)."""
+    (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source" model (the config's
+    init checkpoint where it names one)."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
     quiet = lambda line: None  # noqa: E731
     data = TrialData.load(*resolve_data(config, quiet), config.model.input_size)
     _, pretrained = pretrain_trial(data, config, seed, quiet)
-    result = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=AnchoredRounds)
+    backend_class = AnchoredRounds if anchored else InMemoryRounds
+    result = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=backend_class)
     keys = ("round", "mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "label_mpjpe_all", "label_mpjpe_kept")
     rounds = []
     for record in result["rounds"]:
@@ -64,12 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["dfa", "wo-dfa"], choices=["dfa", "wo-dfa"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument(
+        "--labels", choices=["true-2d", "ensemble"], default="true-2d",
+        help="pseudo-labels at the true 2D (the default), or the ensemble's as in Table 1",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    jobs = [(args.config, tuple(args.set), m, s, 1) for s in args.seeds for m in args.methods]
+    anchored = args.labels == "true-2d"
+    jobs = [(args.config, tuple(args.set), m, s, 1, anchored) for s in args.seeds for m in args.methods]
     with ProcessPoolExecutor(2) as pool:
         results = list(pool.map(trial, *zip(*jobs)))
-    out = {"config": args.config, "overrides": args.set, "trials": results}
+    out = {"config": args.config, "overrides": args.set, "labels": args.labels, "trials": results}
     print_json(out, args.json)
     return 0
 
