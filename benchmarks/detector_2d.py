@@ -55,7 +55,7 @@ def model_2d(model: PoseModel, batch: dict[str, np.ndarray], chunk: int = 128) -
 
 
 def score(batch: dict[str, np.ndarray], model: PoseModel, detector: KeypointDetector) -> dict:
-    """Both 2D estimates against the annotated 2D: shares found, mean and median error in crop sides."""
+    """Both 2D estimates against the annotated 2D: crops found, mean and median error in crop sides."""
     truth_batch = decode_frames(batch, DETECT_SIZE)
     truth = truth_batch["joints_2d"].reshape(-1, 17, 2)
     # Annotated pixels have their centres at integers; in crop sides that is (u + 0.5) / side.
