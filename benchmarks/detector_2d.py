@@ -28,7 +28,7 @@ from dfa_ray.data.records import read_records
 from dfa_ray.method import checkpoints
 from dfa_ray.method.model import PoseModel, predict
 from dfa_ray.stages.detect import DETECT_SIZE, KeypointDetector
-from dfa_ray.stages.label import decode_frames
+from dfa_ray.stages.label import decode_frames, detected_2d
 
 COLUMNS = ("frame_id", "image", "joints_2d", "joints_valid")
 
@@ -57,10 +57,8 @@ def model_2d(model: PoseModel, batch: dict[str, np.ndarray], chunk: int = 128) -
 def score(batch: dict[str, np.ndarray], model: PoseModel, detector: KeypointDetector) -> dict:
     """Both 2D estimates against the annotated 2D: crops found, mean and median error in crop sides."""
     truth_batch = decode_frames(batch, DETECT_SIZE)
-    truth = truth_batch["joints_2d"].reshape(-1, 17, 2)
-    # Annotated pixels have their centres at integers; in crop sides that is (u + 0.5) / side.
-    truth = (truth + 0.5) / truth_batch["crop_size"][:, None, None]
-    annotated = truth_batch["joints_valid"] > 0
+    normalised, annotated = detected_2d(truth_batch, np.arange(len(truth_batch["frame_id"])))
+    truth = (normalised + 1.0) / 2.0  # crop sides, as the model's and the detector's
     found = detector(truth_batch)
     seen = found["valid"] > 0
     both = annotated & seen & found["found"][:, None]
