@@ -5,11 +5,12 @@ crops' annotated 2D.
     python benchmarks/detector_2d.py --domain synthetic-source --frames 300
     python benchmarks/detector_2d.py --records path/to/renders/records --frames 500 --json out.json
 
-The driver learns a detector's 2D for a target that has none machine-made where MediaPipe finds a
-person in at least ``data.detect_2d_min_found`` of its crops (docs/driver.md). That share says
-whether it finds people, not where it puts their joints. Rendered people usually come with their 2D
-annotated, a label the driver never trains on; here it is the truth both are scored against, so a
-user can tell whether to keep the detector's 2D (``data.target_2d``) for such a target. Errors are
+The driver learns a detector's 2D for a target without any 2D where MediaPipe finds a person in at
+least ``data.detect_2d_min_found`` of its crops (docs/driver.md). That share says whether it finds
+people, not where it puts their joints. Rendered people come with their 2D annotated, a label the
+driver never trains on, and it does not search such a target; here that 2D is the truth both are
+scored against: why the driver leaves renders to their pseudo-labels, and what the detector would
+give the same crops without their 2D. Errors are
 in crop sides (× 128 for pixels of a 128 px crop), over the joints the detector sees, on the crops
 where it found a person; the model's 2D with the flip test, as every evaluation.
 """

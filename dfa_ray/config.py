@@ -63,9 +63,10 @@ class DataConfig:
     # detector's image position (pseudo_label.anchor_2d), and the rounds train at pretrain.lr, the rate
     # for labels (driver.use_target_2d). Annotated 2D is a label and a target's labels are never used.
     target_2d: bool = True
-    # A target without machine-made 2D gets MediaPipe's, found in its crops before the rounds, when
-    # MediaPipe finds a person in at least this share of them (a detector that misses more does not
-    # know the domain: stages.detect); null: never look. Needs target_2d.
+    # A target without any 2D gets MediaPipe's, found in its crops before the rounds, when MediaPipe
+    # finds a person in at least this share of them (a detector that misses more does not know the
+    # domain: stages.detect); null: never look. Needs target_2d. A target with annotated 2D (renders,
+    # a capture) is never searched (driver.detected_target_2d).
     detect_2d_min_found: float | None = 0.8
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000

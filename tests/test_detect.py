@@ -175,16 +175,27 @@ def test_the_driver_looks_once_through_ray_actors_and_learns_the_2d_where_found(
     assert "(detected before)" in again[0] and not any("looking for people" in line for line in again)
     never = dataclasses.replace(base, data=dataclasses.replace(base.data, detect_2d_min_found=None))
     assert driver.detected_target_2d(never, RunDir(str(tmp_path / "runs"), "off"), inputs, print) == never
-    # The embedded benchmark's target (data.target unset, rendered by the driver) is not searched.
-    embedded = dataclasses.replace(base, data=dataclasses.replace(base.data, target=None))
+    # A target with annotated 2D (here the same crops, their 2D not marked machine-made) is a labeled
+    # dataset: not searched (no decision recorded), its 2D unused.
+    annotated = str(tmp_path / "annotated")
+    write_records(read_records(footage["root"] / "labeled"), annotated)
+    assert machine_labels(annotated) is None
+    labeled = dataclasses.replace(base, data=dataclasses.replace(base.data, target=annotated))
     said = []
     assert (
-        driver.detected_target_2d(embedded, RunDir(str(tmp_path / "runs"), "b"), inputs, said.append)
-        == embedded
+        driver.detected_target_2d(
+            labeled,
+            RunDir(str(tmp_path / "runs"), "b"),
+            dataclasses.replace(inputs, target=annotated),
+            said.append,
+        )
+        == labeled
     )
     assert said == [
-        "target 2D: the embedded benchmark's target learns from its pseudo-labels alone, as the tables do"
+        f"target 2D: {annotated} carries annotated 2D (a labeled dataset, renders or a capture): "
+        "it stays unused, and the rounds learn from the pseudo-labels alone"
     ]
+    assert not detect.detected(str(tmp_path / "runs" / "b"))
 
 
 def test_the_detector_2d_benchmark_scores_the_detector_and_the_model_against_the_annotated_2d(footage):

@@ -78,6 +78,15 @@ def machine_labels(uri: str | os.PathLike) -> str | None:
     return note.decode() if note else None
 
 
+def annotated_2d(uri: str | os.PathLike) -> bool:
+    """Whether the dataset's frames carry 2D that no program made: a labeled dataset (renders, a
+    capture). Reads the ``joints_2d`` column alone."""
+    if machine_labels(uri):
+        return False
+    joints_2d = read_records(uri, columns=["joints_2d"], validate=False).column("joints_2d")
+    return joints_2d.null_count < len(joints_2d)
+
+
 def skeleton(uri: str | os.PathLike) -> str:
     """The skeleton the dataset's joints follow, a key of ``skeleton.BONE_PRIORS``: Human3.6M's unless
     its writer named another (``RecordWriter(skeleton=...)``)."""

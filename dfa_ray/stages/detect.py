@@ -1,12 +1,13 @@
-"""A 2D detector's keypoints for a target that came without them, before the rounds.
+"""A 2D detector's keypoints for a target that came without any 2D, before the rounds.
 
 On real people the source model places joints in the image no better than a constant pose, while
 MediaPipe Pose, trained on real photographs, places them closely; learnt as 2D labels and anchoring
 the pseudo-labels, they took Pose2Sim's footage from 267 to 161 mm (docs/data.md). Footage prepared
 by ``prepare_data.py video`` carries them already. A target that arrives as records without them
-(another converter's, another renderer's) gets them here: ``detect_keypoints`` streams its crops
-through ``KeypointDetector`` actors (Ray Data, the label section's pool, CPU only) and writes one row
-per frame to ``<run>/target-2d/detections/``:
+(another converter's unlabeled frames) gets them here; one with annotated 2D (renders, a capture)
+is a labeled dataset and is not searched (``driver.detected_target_2d``). For the rest,
+``detect_keypoints`` streams the crops through ``KeypointDetector`` actors (Ray Data, the label
+section's pool, CPU only) and writes one row per frame to ``<run>/target-2d/detections/``:
 
     frame_id   string
     xy         list<float32> (34)  17 x 2, in units of the crop's side (0..1), 0 where not valid
@@ -18,9 +19,9 @@ per frame to ``<run>/target-2d/detections/``:
 embedded benchmark's 3,000 target crops MediaPipe finds a person in 67 % of them, and where it does
 its 2D is further from the truth than the source model's own (10.9 against 8.2 px mean in 128 px
 crops, the first 300 training frames, their truth a diagnostic only); on Pose2Sim's crops it finds
-96-99 %. Every crop
-holds a person by construction, so ``data.detect_2d_min_found`` (0.8) is the share of them it must
-find for its keypoints to be used; below it the run goes on from the pseudo-labels alone.
+96-99 %. Every crop holds a person by construction, so ``data.detect_2d_min_found`` (0.8) is the
+share of them it must find for its keypoints to be used; below it the run goes on from the
+pseudo-labels alone.
 
 **Where they go.** When used, ``write_target_with_2d`` writes ``<run>/target-2d/records``: the
 target's rows with the detector's 2D as their ``joints_2d`` (crop pixels) and ``joints_valid``, no
