@@ -10,9 +10,9 @@ least ``data.detect_2d_min_found`` of its crops (docs/driver.md). That share say
 people, not where it puts their joints. Rendered people come with their 2D annotated, a label the
 driver never trains on, and it does not search such a target; here that 2D is the truth both are
 scored against: why the driver leaves renders to their pseudo-labels, and what the detector would
-give the same crops without their 2D. Errors are
-in crop sides (× 128 for pixels of a 128 px crop), over the joints the detector sees, on the crops
-where it found a person; the model's 2D with the flip test, as every evaluation.
+give the same crops without their 2D. Errors are in crop sides (× 128 for pixels of a 128 px crop),
+over the joints the detector sees, on the crops where it found a person; the model's 2D with the
+flip test, as every evaluation.
 """
 
 from __future__ import annotations

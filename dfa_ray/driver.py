@@ -394,10 +394,11 @@ def detected_target_2d(config: Config, run: RunDir, inputs: Inputs, log: Log = p
     data = config.data
     if not data.target_2d or data.detect_2d_min_found is None or machine_labels(inputs.target):
         return config
-    if run.committed_rounds() and not detect.detected(run.root):
+    detected = detect.detected(run.root)  # a decision recorded by this run, kept when it resumes
+    if run.committed_rounds() and not detected:
         log(f"target 2D: {run.root} began without looking for it, and is resumed as it began")
         return config
-    if not detect.detected(run.root) and annotated_2d(inputs.target):
+    if not detected and annotated_2d(inputs.target):
         log(
             f"target 2D: {inputs.target} carries annotated 2D (a labeled dataset, renders or a capture): "
             "it stays unused, and the rounds learn from the pseudo-labels alone"
