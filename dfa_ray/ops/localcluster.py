@@ -10,7 +10,8 @@ they always do, behind token authentication.
 stops the workers, then the head, and nothing else (``ray stop`` would kill every Ray process on
 the machine). Jobs go through ``ray job submit`` exactly as on a real cluster, with token
 authentication on: the CLI sends the head's token when ``RAY_AUTH_MODE=token`` is in its
-environment. Every node gets the same environment, which is how the S3 credentials reach the
+environment. Job states, job logs and the node list, which tests poll, are read from the head's HTTP
+API with that token instead. Every node gets the same environment, which is how the S3 credentials reach the
 driver and every task and actor without appearing on a command line.
 
 CLI: the embedded S3 and a head with 0 CPUs plus 2 worker nodes of 2 CPUs each, until Ctrl-C::
@@ -141,6 +142,7 @@ class LocalRay:
         # 30 s (measured). A cluster being stopped as a whole has nothing to drain for.
         self.env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         self._process: subprocess.Popen | None = None
+        self._token: str | None = None  # the head's, for its HTTP API; never printed
 
     @property
     def dashboard_url(self) -> str:
@@ -211,7 +213,9 @@ class LocalRay:
         try:
             # `ray start --head` with token auth refuses to start without a token and, unlike
             # ray.init, does not make one: on a fresh machine (no ~/.ray/auth_token) it exits 1.
-            self._ray("get-auth-token", "--generate", timeout=60).check_returncode()
+            token = self._ray("get-auth-token", "--generate", timeout=60)
+            token.check_returncode()
+            self._token = token.stdout.strip()
             self._process = self._spawn("head", *flags)
             self._wait_for_dashboard()
             count, cpus, resources = self._worker_spec
@@ -268,15 +272,23 @@ class LocalRay:
         self._wait_until_joined(node)
         return node
 
+    def _get(self, path: str) -> dict:
+        """GET the head's HTTP API (job and state APIs) with its token. Tests poll job states and
+        node lists every second or two; a ``ray`` CLI process per poll cost about a core-second,
+        which on 2 cores slowed the very jobs being waited for (measured)."""
+        request = urllib.request.Request(
+            f"{self.dashboard_url}{path}", headers={"Authorization": f"Bearer {self._token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
     def alive_nodes(self) -> dict[str, str]:
         """Node name -> node id of every node the head reports ALIVE (the head's name is its IP)."""
-        done = self._ray(
-            "list", "nodes", f"--address={self.dashboard_url}", "--format=json", "--filter=state=ALIVE",
-            "--limit=10000", timeout=60,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"`ray list nodes` failed: {(done.stdout + done.stderr).strip()[-500:]}")
-        return {node["node_name"]: node["node_id"] for node in json.loads(done.stdout)}
+        query = "filter_keys=state&filter_predicates=%3D&filter_values=ALIVE&limit=10000"
+        answer = self._get(f"/api/v0/nodes?{query}")
+        if not answer.get("result"):
+            raise RuntimeError(f"the head's node list failed: {str(answer.get('msg'))[-500:]}")
+        return {node["node_name"]: node["node_id"] for node in answer["data"]["result"]["result"]}
 
     def _wait_until_joined(self, node: WorkerNode) -> None:
         """Wait until the head reports ``node`` ALIVE; record its node id."""
@@ -293,7 +305,7 @@ class LocalRay:
                 )
             try:
                 node.node_id = self.alive_nodes().get(node.name)
-            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+            except (RuntimeError, OSError, json.JSONDecodeError):
                 pass  # the state API can lag the dashboard by a moment after start-up
             if node.node_id is None:
                 time.sleep(1)
@@ -364,15 +376,7 @@ class LocalRay:
 
     def job_status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``STOPPED``, ``SUCCEEDED`` or ``FAILED``."""
-        done = self._ray("job", "status", f"--address={self.dashboard_url}", job_id, timeout=60)
-        out = done.stdout + done.stderr
-        # The CLI prints "Job 'x' succeeded|failed|was stopped" or "Status for job 'x': RUNNING".
-        match = re.search(r"Job '[^']+' (succeeded|failed|was stopped)", out) or re.search(
-            r"Status for job '[^']+': (\w+)", out
-        )
-        if match is None:
-            raise RuntimeError(f"`ray job status {job_id}` said: {out.strip()[-500:]}")
-        return {"was stopped": "STOPPED"}.get(match[1], match[1].upper())
+        return self._get(f"/api/jobs/{job_id}")["status"]
 
     def stop_job(self, job_id: str) -> None:
         """``ray job stop``: kill the job's driver."""
@@ -380,7 +384,7 @@ class LocalRay:
 
     def logs(self, job_id: str) -> str:
         """The job's driver output."""
-        return self._ray("job", "logs", f"--address={self.dashboard_url}", job_id, timeout=60).stdout
+        return self._get(f"/api/jobs/{job_id}/logs")["logs"]
 
 
 def _interrupt(signum: int, frame: object) -> None:
