@@ -81,11 +81,23 @@ def decode_frames(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
     return {
         **batch,
         **(dense_2d(batch) if "joints_2d" in batch else {}),
+        **(dense_3d(batch) if "joints_3d" in batch else {}),
         "frame_id": np.array(frame_ids, dtype=object),
         "image": images,
         "crop_size": crop_size,
         "error": np.array(errors, dtype=object),
     }
+
+
+def dense_3d(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch's ``joints_3d`` as a dense ``(B, 51)`` array, NaN for a frame without them (a test
+    set with a few frames unlabeled), for the reason ``dense_2d`` gives: Ray Data reads each file as
+    its own block, so a batch may join a block whose column is all arrays with one that holds None."""
+    joints = np.full((len(batch["frame_id"]), NUM_JOINTS * 3), np.nan)
+    for i, value in enumerate(batch["joints_3d"]):
+        if value is not None and np.size(value) == NUM_JOINTS * 3:  # None, or NaN from an all-null column
+            joints[i] = np.asarray(value, np.float64).reshape(-1)
+    return {"joints_3d": joints}
 
 
 def dense_2d(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
