@@ -28,9 +28,9 @@ def read_parquet(uri: str, columns: Sequence[str]) -> Any:
       2.7-3.2 s of wall time for 0.1 s of CPU on 10 local files. Measured on 2 cores: reading 120
       rows took 2.9-3.9 s with V2 and 0.3-0.5 s with V1; the source read (two datasets, a union and
       a random shuffle, 132 rows) 6.2-10.6 s against 0.7-2.3 s. A round reads four datasets.
-    - One block per file, as V2 made: V1 splits its reads up to ``read_op_min_num_blocks`` (200),
-      and the demo's source (6,000 frames in 4 files on S3) came as 174 blocks, whose random
-      shuffle took 17-20 s against V2's 3-6 s; one block per file, 1.6-3.6 s. The stages that
+    - One block per file: V1 splits its reads up to ``read_op_min_num_blocks`` (200), and the
+      demo's source (6,000 frames in 4 files on S3) came as 174 blocks, whose random shuffle took
+      17-20 s; V2 made 2 blocks of them (3-6 s), one block per file 1.6-3.6 s. The stages that
       spread frames over actors repartition by rows themselves.
     """
     import ray
