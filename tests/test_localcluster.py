@@ -165,6 +165,28 @@ def test_label_actors_spread_over_the_worker_nodes_and_survive_losing_one(cluste
     wait_for(lambda: not any(_live_processes(pgid=g) for g in groups), 30, "every node's processes to exit")
 
 
+@pytest.mark.slow  # a real head and worker node
+def test_a_worker_whose_start_times_out_is_started_again(tmp_path, monkeypatch):
+    real_spawn, spawned = LocalRay._spawn, []
+
+    def spawn(self, name, *flags):
+        spawned.append(name)
+        if spawned.count("worker-1") == 1 and name == "worker-1":
+            # What `ray start` prints and does when its raylet does not register in 30 s (a CI run).
+            (self.log_dir / f"{name}.log").write_text(
+                "Exception: The current node timed out during startup. This could happen because some "
+                "of the raylet failed to startup or the GCS has become overloaded.\n"
+            )
+            return subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"], start_new_session=True)
+        return real_spawn(self, name, *flags)
+
+    monkeypatch.setattr(LocalRay, "_spawn", spawn)
+    with LocalRay(worker_nodes=1, object_store_memory=128 * 2**20, log_dir=tmp_path) as local:
+        assert spawned == ["head", "worker-1", "worker-1"]
+        assert [node.name for node in local.workers] == ["worker-1"] and local.workers[0].running
+        assert local.alive_nodes()["worker-1"] == local.workers[0].node_id
+
+
 def test_cli_instructions_print_no_secret_yet_recover_it(s3, tmp_path):
     local = LocalRay(env=s3.env(), worker_nodes=2, worker_cpus=2, log_dir=tmp_path)  # not started
     text = instructions(local, s3)

@@ -22,6 +22,7 @@ CLI: the embedded S3 and a head with 0 CPUs plus 2 worker nodes of 2 CPUs each, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -50,6 +51,8 @@ _AGENT_PORT_FLAGS = (
     "metrics-export-port",
     "runtime-env-agent-port",
 )
+# What `ray start` prints when its raylet did not register in time (ray._private.node, Ray 2.60).
+_STARTUP_TIMEOUT = "timed out during startup"
 _NODE_PORT_FLAGS = ("node-manager-port", "object-manager-port", *_AGENT_PORT_FLAGS)
 
 
@@ -251,11 +254,23 @@ class LocalRay:
 
         Nodes start one at a time: a raylet names its socket files after those it finds in the session
         folder all nodes of this machine share, so two starting together can pick the same name, and
-        one of them dies with "Address already in use" (measured).
+        one of them dies with "Address already in use" (measured). A start that Ray gives up on
+        because its raylet did not register in time (a loaded machine: seen once in a CI run on 2
+        cores) is stopped and made once more, as ``raystart`` does for a local head.
         """
         if self._process is None:
             raise RuntimeError("start the head first")
-        node = WorkerNode(f"worker-{len(self.workers) + 1}", num_cpus, dict(resources or {}))
+        name = f"worker-{len(self.workers) + 1}"
+        try:
+            return self._start_node(name, num_cpus, resources)
+        except RuntimeError as error:
+            if _STARTUP_TIMEOUT not in str(error):
+                raise
+        self.workers.pop()
+        return self._start_node(name, num_cpus, resources)
+
+    def _start_node(self, name: str, num_cpus: int, resources: Mapping[str, float] | None) -> WorkerNode:
+        node = WorkerNode(name, num_cpus, dict(resources or {}))
         ports = dict(zip(_NODE_PORT_FLAGS, free_ports(len(_NODE_PORT_FLAGS))))
         flags = [
             f"--address={self.address}", f"--num-cpus={num_cpus}",
@@ -269,7 +284,13 @@ class LocalRay:
             flags.append(f"--resources={json.dumps(node.resources)}")
         node.process = self._spawn(node.name, *flags)
         self.workers.append(node)
-        self._wait_until_joined(node)
+        try:
+            self._wait_until_joined(node)
+        except RuntimeError:
+            # `ray start` has exited; its raylet or agents may not have: stop its whole group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGKILL)
+            raise
         return node
 
     def _get(self, path: str) -> dict:
