@@ -266,7 +266,6 @@ class LocalRay:
         except RuntimeError as error:
             if _STARTUP_TIMEOUT not in str(error):
                 raise
-        self.workers.pop()
         return self._start_node(name, num_cpus, resources)
 
     def _start_node(self, name: str, num_cpus: int, resources: Mapping[str, float] | None) -> WorkerNode:
@@ -287,9 +286,11 @@ class LocalRay:
         try:
             self._wait_until_joined(node)
         except RuntimeError:
-            # `ray start` has exited; its raylet or agents may not have: stop its whole group.
+            # `ray start` has exited; its raylet or agents may not have: stop its whole group, and
+            # the node is no longer one of the cluster's.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.process.pid, signal.SIGKILL)
+            self.workers.remove(node)
             raise
         return node
 

@@ -37,8 +37,8 @@ JOINT = "joint_"  # prefix of the per-joint columns, one per key of metrics.fram
 
 
 def _truth(value: Any) -> np.ndarray | None:
-    """A frame's joints_3d as ``(17, 3)`` mm, or None without them. A missing value arrives as None,
-    or as float NaN where no frame of the batch has one (Ray Data hands an all-null column so)."""
+    """A frame's joints_3d as ``(17, 3)`` mm, or None without them: ``label.decode_frames`` hands a
+    missing value on as a row of NaN (``label.dense_3d``)."""
     joints = np.asarray(value, dtype=np.float64).reshape(-1)
     if joints.size != NUM_JOINTS * 3 or not np.isfinite(joints).all():
         return None
