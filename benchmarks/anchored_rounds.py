@@ -51,7 +51,7 @@ def trial(
     data = TrialData.load(*resolve_data(config, quiet), config.model.input_size)
     _, pretrained = pretrain_trial(data, config, seed, quiet)
     backend_class = AnchoredRounds if anchored else InMemoryRounds
-    result = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=backend_class)
+    result, _ = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=backend_class)
     keys = ("round", "mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "label_mpjpe_all", "label_mpjpe_kept")
     rounds = []
     for record in result["rounds"]:

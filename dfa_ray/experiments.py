@@ -301,9 +301,7 @@ def pretrain_trial(data: TrialData, config: Config, seed: int, log: Log = print)
         model = create_model(config.model).to(device(config))
         training = fit(model, data.source, config.pretrain, seed, log)
         history = [_evaluate(model, data, 0, training=training[-1])]
-    result = _result("only-source", seed, history, model, data, config, start)
-    info = checkpoints.pose_info(data.mean_pose)
-    return result, checkpoints.to_bytes(model, stage="only-source", seed=seed, **info)
+    return _result("only-source", seed, history, model, data, config, start)
 
 
 def target_label_rounds(model: PoseModel, data: TrialData, config: Config, seed: int, log: Log) -> list[dict]:
@@ -350,9 +348,10 @@ def adapt_trial(
     pretrained: bytes,
     log: Log = print,
     backend_class: type[InMemoryRounds] = InMemoryRounds,
-) -> dict:
+) -> tuple[dict, bytes]:
     """An adapting method from the seed's source-pretrained model; round 0 is that model. The
-    self-training methods' rounds run on ``backend_class`` (``self_train_rounds``)."""
+    self-training methods' rounds run on ``backend_class`` (``self_train_rounds``). Returns the result
+    and the final model's bytes, as ``pretrain_trial`` does."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     model, _ = checkpoints.from_bytes(pretrained, f"the seed-{seed} pretrained model")
@@ -386,15 +385,19 @@ def _result(
     data: TrialData,
     config: Config,
     start: float,
-) -> dict:
+) -> tuple[dict, bytes]:
+    """A trial's result, and its final model's bytes carrying the source's mean pose (the checkpoint
+    ``jobs/evaluate.py`` and the benchmarks score beside it)."""
     examples = _examples(model, data.test, example_index(data.test, config.experiments.examples))
-    return {
+    result = {
         "method": method,
         "seed": seed,
         "rounds": history,
         "examples": examples,
         "seconds": time.perf_counter() - start,
     }
+    info = checkpoints.pose_info(data.mean_pose)
+    return result, checkpoints.to_bytes(model, stage=method, seed=seed, **info)
 
 
 def _mean_std(values: list[float]) -> dict:

@@ -7,8 +7,8 @@
 Every (method, seed) trial is a Ray task with ``experiments.trial_cpus`` / ``trial_gpus``; the
 adapting methods of a seed start from that seed's "Only source" model (see ``dfa_ray.experiments``).
 Writes ``<storage>/<run>/``: ``config.yaml``, ``trials/<method>-seed<k>.json`` as each trial ends
-(and the pretrained models), ``results.json`` (with the example test frames the report draws) and
-``tables.md``. ``--resume`` reuses finished trials.
+and its final model beside it (``.pt``, for ``jobs/evaluate.py`` and the benchmarks), ``results.json``
+(with the example test frames the report draws) and ``tables.md``. ``--resume`` reuses finished trials.
 Then ``python jobs/report.py <storage>/<run>`` draws the report.
 """
 
@@ -57,13 +57,15 @@ def _pretrain_task(seed: int, config: Config, data: TrialData) -> tuple[dict, by
     return pretrain_trial(data, config, seed, _log("only-source", seed))
 
 
-def _adapt_task(method: str, seed: int, config: Config, data: TrialData, pretrained: bytes) -> dict:
+def _adapt_task(
+    method: str, seed: int, config: Config, data: TrialData, pretrained: bytes
+) -> tuple[dict, bytes]:
     torch.set_num_threads(config.experiments.threads)
     return adapt_trial(method, data, config, seed, pretrained, _log(method, seed))
 
 
 def trial_uri(run: RunDir, method: str, seed: int, suffix: str = ".json") -> str:
-    """Where a trial's result (or, with ``.pt``, a pretrained model) is stored."""
+    """Where a trial's result (or, with ``.pt``, its final model) is stored."""
     key = re.sub(r"[^a-z0-9]+", "-", method.lower()).strip("-")
     return storage.join(run.root, "trials", f"{key}-seed{seed}{suffix}")
 
@@ -84,7 +86,7 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
     data = ray.put(frames)
     resources = {"num_cpus": config.experiments.trial_cpus, "num_gpus": config.experiments.trial_gpus}
     pretrain_remote = ray.remote(_pretrain_task).options(num_returns=2, **resources)
-    adapt_remote = ray.remote(_adapt_task).options(**resources)
+    adapt_remote = ray.remote(_adapt_task).options(num_returns=2, **resources)
 
     results, pending = [], {}
 
@@ -107,7 +109,8 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
         if result is not None:
             results.append(result)
         else:
-            pending[adapt_remote.remote(method, seed, config, data, pretrained[seed])] = (method, seed, None)
+            ref, model_ref = adapt_remote.remote(method, seed, config, data, pretrained[seed])
+            pending[ref] = (method, seed, model_ref)
 
     total = len(results) + len(pending)
     log(f"{total} trials ({len(results)} already done), {config.experiments.trial_cpus} CPU each")
@@ -115,9 +118,9 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
         [ref], _ = ray.wait(list(pending))
         method, seed, model_ref = pending.pop(ref)
         result = ray.get(ref)
+        # The model first: a trial's JSON is what --resume takes as done.
+        storage.write_bytes(trial_uri(run, method, seed, ".pt"), ray.get(model_ref))
         storage.write_bytes(trial_uri(run, method, seed), json.dumps(result).encode())
-        if model_ref is not None:
-            storage.write_bytes(trial_uri(run, method, seed, ".pt"), ray.get(model_ref))
         results.append(result)
         scores = describe(result["rounds"][-1])
         log(f"trial {len(results)}/{total}: {method} seed {seed}  {scores}  ({result['seconds']:.0f} s)")

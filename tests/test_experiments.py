@@ -146,6 +146,10 @@ def test_experiments_smoke_writes_every_row_and_a_report_that_renders(tmp_path, 
         assert all(math.isfinite(v) for v in values), row
     trials = {(t["method"], t["seed"]): t for t in results["trials"]}
     assert len(trials) == 3 * 8
+    # Every trial's final model is kept beside its result.
+    assert sorted(p.stem for p in (run / "trials").glob("*.pt")) == sorted(
+        p.stem for p in (run / "trials").glob("*.json")
+    )
     dann = trials["dann", 0]["rounds"]
     assert len(dann) == config.rounds + 1 and all(0 < r["training"]["loss_domain"] for r in dann[1:])
     assert (run / "tables.md").read_text().count("Ours (DFA)") == 1
@@ -210,7 +214,7 @@ def test_a_source_checkpoint_is_every_seeds_only_source_and_only_target_adapts_i
         torch.testing.assert_close(model.state_dict()[key], value)
     # "Only target" starts from it and trains round after round on the target frames' true labels,
     # a held-out tenth of them deciding when to stop (at most only_target_max_rounds).
-    upper = adapt_trial("only-target", data, config, 0, pretrained, **quiet)
+    upper, _ = adapt_trial("only-target", data, config, 0, pretrained, **quiet)
     rounds = [r["round"] for r in upper["rounds"]]
     assert rounds == list(range(len(rounds)))
     assert 2 <= len(rounds) <= 1 + config.experiments.only_target_max_rounds

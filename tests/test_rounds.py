@@ -14,7 +14,7 @@ from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig, Workers
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
 from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial
-from dfa_ray.method import checkpoints, metrics, rounds
+from dfa_ray.method import checkpoints, fitting, metrics, rounds
 from dfa_ray.method.fitting import Frames, TrainConfig
 from dfa_ray.method.model import PoseModel
 from dfa_ray.method.policy import Policy
@@ -166,8 +166,8 @@ def test_an_experiment_trial_self_trains_through_the_round_loop_deterministicall
         experiments, "run_rounds", lambda backend, *args: backends.append(backend) or real(backend, *args)
     )
     quiet = {"log": lambda _: None}
-    first = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
-    again = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
+    first, model_bytes = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
+    again, _ = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
     assert [type(b) for b in backends] == [InMemoryRounds, InMemoryRounds]
     history = first["rounds"]
     assert [r["round"] for r in history] == [0, 1, 2]
@@ -179,6 +179,11 @@ def test_an_experiment_trial_self_trains_through_the_round_loop_deterministicall
     # Seeded: the same trial twice gives the same numbers.
     assert [r["mpjpe"] for r in again["rounds"]] == [r["mpjpe"] for r in history]
     np.testing.assert_array_equal(first["examples"]["joints_mm"], again["examples"]["joints_mm"])
+    # The trial hands its final model back, carrying the source's mean pose: it scores as the last round.
+    model, info = checkpoints.from_bytes(model_bytes)
+    assert (info["stage"], info["seed"]) == ("dfa", 1)
+    np.testing.assert_allclose(info["mean_pose"], data.mean_pose, atol=0.05)
+    assert fitting.evaluate(model, data.test)["mpjpe"] == pytest.approx(history[-1]["mpjpe"])
 
 
 def test_a_target_with_machine_made_2d_learns_from_it_and_one_with_annotated_2d_does_not(tmp_path):
@@ -219,7 +224,7 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
     pretrained = checkpoints.to_bytes(model)
     kwargs = {"log": lambda _: None}
     ones = [
-        adapt_trial("wo-dfa", data, config, 1, pretrained, **kwargs, backend_class=c)
+        adapt_trial("wo-dfa", data, config, 1, pretrained, **kwargs, backend_class=c)[0]
         for c in (InMemoryRounds, bench.AnchoredRounds)
     ]
     errors = [trial["rounds"][1]["selection"]["label_mpjpe_all"] for trial in ones]
