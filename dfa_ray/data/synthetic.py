@@ -807,13 +807,19 @@ def render(joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: 
     return img
 
 
-def render_frame(domain: str, split: str, index: int, seed: int = 0, crop_size: int = 128) -> dict:
-    """Frame ``index`` of a domain's split, as a schema-v1 row."""
+def render_frame(
+    domain: str, split: str, index: int, seed: int = 0, crop_size: int = 128, style: DomainStyle | None = None
+) -> dict:
+    """Frame ``index`` of a domain's split, as a schema-v1 row.
+
+    ``style`` renders the frame's random draws in another ``DomainStyle`` than the domain's own: with
+    ``dataclasses.replace(STYLES[domain], ...)`` the frames differ from the domain's only where the
+    replaced fields act (``benchmarks/looks_and_geometry.py`` takes the gap apart so)."""
     if domain not in STYLES:
         raise ValueError(f"unknown synthetic domain {domain!r}; choose from {DOMAINS}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
-    style = STYLES[domain]
+    style = style or STYLES[domain]
     rng = np.random.default_rng([seed, DOMAINS.index(domain), SPLITS.index(split), index])
     number = int(rng.choice(style.subjects[split]))
     subject = _subject(number)
@@ -834,18 +840,27 @@ def render_frame(domain: str, split: str, index: int, seed: int = 0, crop_size: 
     }
 
 
-def _render_range(spec: tuple[str, str, int, int, int, int]) -> list[dict]:
-    domain, split, start, n, seed, crop_size = spec
-    return [render_frame(domain, split, index, seed, crop_size) for index in range(start, start + n)]
+def _render_range(spec: tuple[str, str, int, int, int, int, DomainStyle | None]) -> list[dict]:
+    domain, split, start, n, seed, crop_size, style = spec
+    return [render_frame(domain, split, index, seed, crop_size, style) for index in range(start, start + n)]
 
 
 def generate(
-    domain: str, split: str, n: int, seed: int = 0, crop_size: int = 128, start: int = 0, workers: int = 1
+    domain: str,
+    split: str,
+    n: int,
+    seed: int = 0,
+    crop_size: int = 128,
+    start: int = 0,
+    workers: int = 1,
+    style: DomainStyle | None = None,
 ) -> Iterator[dict]:
-    """Frames ``start .. start + n - 1`` of a domain's split, in order, rendered by ``workers`` processes."""
+    """Frames ``start .. start + n - 1`` of a domain's split, in order, rendered by ``workers`` processes
+    (in ``style``, if given: ``render_frame``)."""
     chunk = 256 if workers > 1 else 1
     specs = [
-        (domain, split, i, min(chunk, start + n - i), seed, crop_size) for i in range(start, start + n, chunk)
+        (domain, split, i, min(chunk, start + n - i), seed, crop_size, style)
+        for i in range(start, start + n, chunk)
     ]
     if workers <= 1:
         for spec in specs:
