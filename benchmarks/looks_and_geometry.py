@@ -13,8 +13,9 @@ people in the same poses before the same cameras (a frame's geometry is drawn fr
 before its looks), its looks drawn anew from the row's style. A row that gains much over "as
 rendered" names the part of the gap that group makes: a gap of looks is the kind self-training is
 meant to close, a gap of geometry (poses or viewpoints the source never shows) is not. The errors come
-with where they lie: mean x, y and z error (mm, root-relative) and the share of facing flips
-(``metrics.facing_angle`` over 90 degrees). ``--picture`` draws the target's first test frames in
+with where they lie: mean x, y and z error (mm, root-relative), the share of facing flips
+(``metrics.facing_angle`` over 90 degrees) and of poses turned within 30 degrees of the truth, and the
+MPJPE of the flipped frames and of the others. ``--picture`` draws the target's first test frames in
 each of its rows.
 """
 
@@ -59,13 +60,22 @@ def variants(domain: str, other: str) -> dict[str, DomainStyle]:
 
 
 def score(pred: np.ndarray, gt: np.ndarray, mean_pose: np.ndarray) -> dict:
-    """MPJPE / PA-MPJPE beside the mean pose, per-axis errors and the share of facing flips."""
+    """MPJPE / PA-MPJPE beside the mean pose, per-axis errors, the share of facing flips and of poses
+    turned within 30 degrees of the truth, and the MPJPE of the flipped and of the other frames: how
+    much of a row's error the flips make, and how much the frames facing the right way."""
     summary = metrics.summarize(pred, gt, mean_pose=mean_pose)
     keep = ("mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "mpjpe_over_mean_pose", "pa_mpjpe_over_mean_pose")
     rel_pred, rel_gt = pred - pred[:, :1], gt - gt[:, :1]
     x, y, z = np.abs(rel_pred - rel_gt).mean(axis=(0, 1))
-    flipped = float((metrics.facing_angle(pred, gt) > 90).mean())
-    return {**{k: summary[k] for k in keep}, "x_mm": x, "y_mm": y, "z_mm": z, "facing_flipped": flipped}
+    angle = metrics.facing_angle(pred, gt)
+    flipped, error = angle > 90, metrics.mpjpe(pred, gt).mean(axis=1)
+    return {
+        **{k: summary[k] for k in keep},
+        **{"x_mm": x, "y_mm": y, "z_mm": z, "facing_flipped": float(flipped.mean())},
+        "facing_within_30": float((angle < 30).mean()),
+        "flipped_mpjpe": float(error[flipped].mean()) if flipped.any() else None,
+        "not_flipped_mpjpe": float(error[~flipped].mean()) if (~flipped).any() else None,
+    }
 
 
 def picture(path: Path, columns: int = 5, tile: int = 80) -> None:
@@ -97,10 +107,12 @@ def measure(checkpoint: str, test: int, split: str = "test") -> dict:
             row = score(predict_mm(model, frames), frames.joints_3d, mean_pose)
             results["rows"][f"{domain}, {name}"] = row
             seconds = time.perf_counter() - start
+            others = "n/a" if row["not_flipped_mpjpe"] is None else f"{row['not_flipped_mpjpe']:.1f}"
             print(
                 f"{domain}, {name}: MPJPE {row['mpjpe']:.1f} mm ({row['mpjpe_over_mean_pose']:.2f}x the "
                 f"mean pose), PA-MPJPE {row['pa_mpjpe']:.1f}, x/y/z {row['x_mm']:.0f}/{row['y_mm']:.0f}/"
-                f"{row['z_mm']:.0f}, flipped {row['facing_flipped']:.0%} ({seconds:.0f} s)",
+                f"{row['z_mm']:.0f}, flipped {row['facing_flipped']:.0%}, the others' MPJPE {others} "
+                f"({seconds:.0f} s)",
                 flush=True,
             )
     return results

@@ -51,6 +51,15 @@ def test_measure_scores_every_variant_of_both_domains_beside_the_mean_pose(tmp_p
         assert row["mpjpe"] > 0 and row["mean_pose_mpjpe"] > 0, name
         assert row["mpjpe_over_mean_pose"] == pytest.approx(row["mpjpe"] / row["mean_pose_mpjpe"])
         assert 0 <= row["facing_flipped"] <= 1 and min(row["x_mm"], row["y_mm"], row["z_mm"]) >= 0
+        assert row["facing_within_30"] <= 1 - row["facing_flipped"]
+        # The two groups' errors average to the row's MPJPE, weighted by their shares.
+        parts = [
+            (row["facing_flipped"], row["flipped_mpjpe"]),
+            (1 - row["facing_flipped"], row["not_flipped_mpjpe"]),
+        ]
+        assert sum(share * error for share, error in parts if error is not None) == pytest.approx(
+            row["mpjpe"]
+        )
 
 
 def test_a_checkpoint_without_a_mean_pose_is_refused_by_name(tmp_path):
