@@ -38,7 +38,7 @@ GEOMETRY = ("subjects", "action_weights", "camera_distance_mm", "camera_elevatio
 LOOKS = {
     "camera effects": ("blur_sigma", "noise_std", "colour_cast"),
     "backgrounds": ("clutter_probability", "photo_probability", "photo_pool", "poster_probability"),
-    "bodies": ("lit_bodies", "shaded", "outline_probability", "bystander_probability"),
+    "bodies": ("lit_bodies", "shaded", "outline_probability", "facing_cues", "bystander_probability"),
 }
 
 
@@ -49,14 +49,20 @@ def swapped(domain: str, other: str, fields: tuple[str, ...]) -> DomainStyle:
 
 def variants(domain: str, other: str) -> dict[str, DomainStyle]:
     """Named styles to render ``domain``'s frames in: as rendered, each group of ``other``'s looks,
-    all of them, and ``other``'s geometry."""
+    all of them, and ``other``'s geometry; and where the first or the bodies' row draws flat bodies,
+    the same with the cues of a person's front and back (``facing_cues``): how much of a flat body's
+    error is that it hides which way it faces."""
     every_look = tuple(f for fields in LOOKS.values() for f in fields)
-    return {
+    rows = {
         "as rendered": STYLES[domain],
         **{f"{other}'s {group}": swapped(domain, other, fields) for group, fields in LOOKS.items()},
         f"all {other}'s looks": swapped(domain, other, every_look),
         f"{other}'s geometry": swapped(domain, other, GEOMETRY),
     }
+    for name in ("as rendered", f"{other}'s bodies"):
+        if not rows[name].lit_bodies:
+            rows[f"{name}, with facing cues"] = dataclasses.replace(rows[name], facing_cues=True)
+    return rows
 
 
 def score(pred: np.ndarray, gt: np.ndarray, mean_pose: np.ndarray) -> dict:

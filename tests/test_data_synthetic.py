@@ -279,3 +279,43 @@ def test_a_frame_rendered_in_another_style_keeps_its_people_poses_and_camera():
     rows = list(syn.generate("synthetic-real", "test", 3, style=lit, workers=2))
     assert [r["image"] for r in rows] == [syn.render_frame("synthetic-real", "test", i, style=lit)["image"]
                                           for i in range(3)]  # fmt: skip
+
+
+def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankles():
+    """A flat body shows which way it faces only with ``facing_cues``: its face (skin) or the back of its
+    head (hair), and shoes pointing forward; without them front and back are drawn alike."""
+    style = syn.STYLES["synthetic-real"]
+    cues = dataclasses.replace(style, facing_cues=True, shaded=False)
+    subject = syn._subject(11)
+    hair = tuple(subject["colours"][3])
+    head, nose = JOINT_NAMES.index("head"), JOINT_NAMES.index("neck_nose")
+    seen = set()
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        joints, camera, pixels = syn.place(syn.pose("walking", subject, rng), style, rng, 256)
+        back = syn._back_shows(joints, syn._unit(*(-joints[head]).tolist()))
+        drawn = {}
+        for name, s in (("plain", dataclasses.replace(cues, facing_cues=False)), ("cues", cues)):
+            drawn[name] = np.zeros((256, 256, 3), np.uint8)
+            syn._draw_flat(drawn[name], joints, camera, pixels, subject, s, rng)
+        # The head's disc (centred halfway from the head to the nose): facing away it is hair where the
+        # face was skin; facing the camera it is as without the cues.
+        radius = 100 * subject["scale"] * camera[0] / joints[head, 2]
+        grid = np.stack(np.meshgrid(np.arange(256), np.arange(256)), axis=-1)
+        disc = np.hypot(*(grid - (pixels[head] + pixels[nose]) / 2).transpose(2, 0, 1)) < 0.9 * radius
+        hair_share = {name: np.all(img[disc] == hair, axis=1).mean() for name, img in drawn.items()}
+        if back:
+            assert hair_share["cues"] > hair_share["plain"] + 0.2
+        else:
+            assert np.array_equal(drawn["cues"][disc], drawn["plain"][disc])
+        # Shoes: drawn only with the cues, at and beyond the ankles, and nowhere else.
+        changed = np.any(drawn["cues"] != drawn["plain"], axis=2)
+        ys, xs = np.nonzero(changed)
+        nearest = np.argmin(np.hypot(xs[:, None] - pixels[:, 0], ys[:, None] - pixels[:, 1]), axis=1)
+        ankles = np.isin(nearest, [JOINT_NAMES.index("l_ankle"), JOINT_NAMES.index("r_ankle")])
+        if not back:  # (facing away, the head changes too)
+            assert changed.sum() > 50 and ankles.mean() > 0.95
+        seen.add(back)
+    assert seen == {True, False}
+    with pytest.raises(ValueError, match="facing_cues is for flat bodies"):
+        dataclasses.replace(syn.STYLES["synthetic-source"], facing_cues=True)

@@ -22,18 +22,21 @@ def test_geometry_and_the_groups_of_looks_split_every_style_field_once():
     assert sorted(fields) == sorted(f.name for f in dataclasses.fields(DomainStyle))
 
 
+def _changed(style: DomainStyle, base: DomainStyle) -> set[str]:
+    fields = dataclasses.fields(DomainStyle)
+    return {f.name for f in fields if getattr(style, f.name) != getattr(base, f.name)}
+
+
 def test_each_variant_differs_from_the_domains_style_in_its_group_only():
     styles = bench.variants("synthetic-real", "synthetic-source")
     plain = styles["as rendered"]
     groups = {**bench.LOOKS, "geometry": bench.GEOMETRY}
     every_look = {field for fields in bench.LOOKS.values() for field in fields}
     for name, style in styles.items():
-        changed = {
-            f.name
-            for f in dataclasses.fields(DomainStyle)
-            if getattr(style, f.name) != getattr(plain, f.name)
-        }
-        if name == "as rendered":
+        changed = _changed(style, plain)
+        if name.endswith(", with facing cues"):
+            assert _changed(style, styles[name.removesuffix(", with facing cues")]) == {"facing_cues"}
+        elif name == "as rendered":
             assert not changed
         elif name == "all synthetic-source's looks":
             assert changed and changed <= every_look
@@ -46,7 +49,13 @@ def test_measure_scores_every_variant_of_both_domains_beside_the_mean_pose(tmp_p
     pose = np.random.default_rng(0).normal(0, 200, (17, 3))
     checkpoints.save(PoseModel(TINY), path, stage="test", **checkpoints.pose_info(pose))
     result = bench.measure(str(path), test=2)
-    assert len(result["rows"]) == 2 * 6
+    # Six rows a domain, and one with facing cues for each row of flat bodies: the target as rendered,
+    # the source drawn with the target's bodies.
+    assert len(result["rows"]) == 2 * 7
+    assert {name for name in result["rows"] if name.endswith("facing cues")} == {
+        "synthetic-real, as rendered, with facing cues",
+        "synthetic-source, synthetic-real's bodies, with facing cues",
+    }
     for name, row in result["rows"].items():
         assert row["mpjpe"] > 0 and row["mean_pose_mpjpe"] > 0, name
         assert row["mpjpe_over_mean_pose"] == pytest.approx(row["mpjpe"] / row["mean_pose_mpjpe"])

@@ -94,6 +94,10 @@ class DomainStyle:
     # Clothes, skin tone and hair drawn per frame and a directional light per frame (SURREAL-like),
     # instead of one flat colour scheme per subject.
     lit_bodies: bool = False
+    # Flat bodies only: draw the cues a real person's front and back show, the back of the head as hair
+    # when the body faces away and shoes pointing forward, as lit bodies always do. Without them a flat
+    # body's facing shows only in which limbs hide which.
+    facing_cues: bool = False
     # Lit bodies only: share of frames with a bystander, another person behind and beside the one the
     # crop is about, partly in view, as a detector's crop of real footage with several people shows.
     bystander_probability: float = 0.0
@@ -102,6 +106,8 @@ class DomainStyle:
         # The flat renderer draws one person: a bystander drawn for it would be lost without a word.
         if self.bystander_probability and not self.lit_bodies:
             raise ValueError("bystander_probability needs lit_bodies: the flat renderer draws one person")
+        if self.facing_cues and self.lit_bodies:
+            raise ValueError("facing_cues is for flat bodies: lit bodies always show them")
 
 
 STYLES = {
@@ -485,8 +491,9 @@ def _limb(
     )
 
 
-def _parts(joints: np.ndarray) -> list[tuple[float, str, tuple[int, int] | None]]:
-    """The drawable body parts, ``(depth, kind, bone)``, far first (painter's order)."""
+def _parts(joints: np.ndarray, feet: bool = False) -> list[tuple[float, str, tuple[int, int] | None]]:
+    """The drawable body parts, ``(depth, kind, bone)``, far first (painter's order); ``feet``: with a
+    foot at each ankle, its bone the shin's, drawn over the shin."""
     idx = {name: i for i, name in enumerate(JOINT_NAMES)}
     parts = [(joints[[idx["thorax"], idx["pelvis"]], 2].mean(), "torso", None)]
     for parent, child in BONES:
@@ -496,12 +503,43 @@ def _parts(joints: np.ndarray) -> list[tuple[float, str, tuple[int, int] | None]
             continue
         parts.append(((joints[parent, 2] + joints[child, 2]) / 2, kind or "neck", (parent, child)))
     parts.append((joints[idx["head"], 2], "head", None))
-    return sorted(parts, key=lambda part: -part[0])
+    parts.sort(key=lambda part: -part[0])
+    if feet:
+        for s in "lr":
+            parts.append((joints[idx[f"{s}_ankle"], 2] + 1.0, "foot", (idx[f"{s}_knee"], idx[f"{s}_ankle"])))
+        parts.sort(key=lambda part: -part[0])
+    return parts
+
+
+def _back_shows(joints: np.ndarray, to_camera: tuple) -> bool:
+    """Whether the camera, ``to_camera`` from the head (a unit vector, camera frame), sees the body's
+    back: then the back of the head is hair."""
+    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
+    shoulders = joints[idx["r_shoulder"]] - joints[idx["l_shoulder"]]
+    facing = np.cross(joints[idx["thorax"]] - joints[idx["pelvis"]], shoulders)
+    return float(facing @ np.array(to_camera)) < -0.3 * float(np.linalg.norm(facing))
+
+
+def _toe(joints: np.ndarray, bone: tuple[int, int], length: float) -> tuple[float, float, float]:
+    """The toe of the foot at ``bone``'s (knee, ankle) ankle, ``length`` mm from it: forward (horizontal, at
+    right angles to the hips) and a little down, at right angles to the shin: flat when standing, toes
+    down when kneeling."""
+    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
+    right = joints[idx["r_hip"]] - joints[idx["l_hip"]]
+    gx, gz = -right[2], right[0]  # (0, -1, 0) x right
+    knee, ankle = (tuple(joints[j].tolist()) for j in bone)
+    sx, sy, sz = _unit(ankle[0] - knee[0], ankle[1] - knee[1], ankle[2] - knee[2])
+    tx, ty, tz = _unit(gx, 0.0, gz)
+    ty += 0.3
+    k = tx * sx + ty * sy + tz * sz
+    tx, ty, tz = _unit(tx - k * sx, ty - k * sy, tz - k * sz)
+    return (ankle[0] + length * tx, ankle[1] + length * ty, ankle[2] + length * tz)
 
 
 def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: dict,
                style: DomainStyle, rng: np.random.Generator) -> None:  # fmt: skip
-    """The subject's fixed colours, flat (optionally rimmed) or rim-and-highlight shaded, with stripes."""
+    """The subject's fixed colours, flat (optionally rimmed) or rim-and-highlight shaded, with stripes;
+    with ``style.facing_cues``, shoes and the back of the head."""
     # Only flat-shaded styles draw for an outline, so the shaded domain's frames do not depend on it.
     rim = style.outline_probability
     outlined = not style.shaded and bool(rim and rng.random() < rim)
@@ -509,7 +547,7 @@ def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: 
     px_per_mm = camera[0] / joints[:, 2]  # at each joint's depth
     idx = {name: i for i, name in enumerate(JOINT_NAMES)}
     torso = np.array([pixels[idx[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")])
-    for _, kind, bone in _parts(joints):
+    for _, kind, bone in _parts(joints, feet=style.facing_cues):
         if kind == "torso":
             pts = np.round(torso * 16).astype(np.int32)
             cv2.fillConvexPoly(img, pts, top, cv2.LINE_AA, shift=4)
@@ -522,8 +560,16 @@ def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: 
             h = idx["head"]
             radius = 100 * subject["scale"] * px_per_mm[h]
             centre = (pixels[h] + pixels[idx["neck_nose"]]) / 2
-            cv2.circle(img, _fixed(centre), int(radius * 16), skin, -1, cv2.LINE_AA, 4)
-            cv2.circle(img, _fixed(pixels[h]), int(radius * 10), hair, -1, cv2.LINE_AA, 4)
+            back = style.facing_cues and _back_shows(joints, _unit(*(-joints[h]).tolist()))
+            cv2.circle(img, _fixed(centre), int(radius * 16), hair if back else skin, -1, cv2.LINE_AA, 4)
+            if not back:
+                cv2.circle(img, _fixed(pixels[h]), int(radius * 10), hair, -1, cv2.LINE_AA, 4)
+        elif kind == "foot":
+            toe = np.array(_toe(joints, bone, 170 * subject["scale"]))
+            toe_px = camera[:2] * toe[:2] / toe[2] + camera[2:]
+            width = _LIMB_WIDTH_MM["foot"] * subject["width"] * px_per_mm[bone[1]]
+            shoes = (np.asarray(bottom) * 0.4).tolist()
+            _limb(img, pixels[bone[1]], toe_px, width, shoes, style.shaded, outlined)
         else:
             p, c = bone
             colour = bottom if kind in ("thigh", "shin") else (skin if kind in ("forearm", "neck") else top)
@@ -709,17 +755,7 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
     legs = _SKIN if rng.random() < 0.2 else _BOTTOM  # shorts
     labels = {"upper_arm": _TOP, "forearm": sleeves, "neck": _SKIN, "thigh": _BOTTOM, "shin": legs}
     width = subject["width"]
-    # The body's facing (camera frame), for which side of the head is hair, and the feet's direction
-    # (horizontal, at right angles to the hips).
-    right = joints[idx["r_hip"]] - joints[idx["l_hip"]]
-    shoulders = joints[idx["r_shoulder"]] - joints[idx["l_shoulder"]]
-    facing = np.cross(joints[idx["thorax"]] - joints[idx["pelvis"]], shoulders)
-    gx, gz = -right[2], right[0]  # (0, -1, 0) x right
-    parts = _parts(joints)
-    for s in "lr":
-        parts.append((joints[idx[f"{s}_ankle"], 2] + 1.0, "foot", (idx[f"{s}_knee"], idx[f"{s}_ankle"])))
-    parts.sort(key=lambda part: -part[0])
-    for _, kind, bone in parts:
+    for _, kind, bone in _parts(joints, feet=True):
         if kind == "torso":
             corners = [P[idx[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
             pts = np.round(np.array(corners) * 16).astype(np.int32)[None]
@@ -737,23 +773,14 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
             centre = ((P[h][0] + P[h - 1][0]) / 2, (P[h][1] + P[h - 1][1]) / 2)  # head and neck_nose
             to_camera = _unit(-J[h][0], -J[h][1], -J[h][2])
             # Facing away, the back of the head is hair; facing the camera, only its top is.
-            back = float(facing @ np.array(to_camera)) < -0.3 * float(np.linalg.norm(facing))
+            back = _back_shows(joints, to_camera)
             canvas.disc(centre, radius, _HAIR_ID if back else _SKIN, to_camera)
             if not back:
                 c16, r16 = _fixed(P[h]), max(16, int(radius * 10))
                 cv2.circle(canvas.label, c16, r16, _HAIR_ID, -1, cv2.LINE_8, 4)
                 cv2.circle(canvas.alpha, c16, r16, 255, -1, cv2.LINE_AA, 4)
         elif kind == "foot":
-            knee, ankle = J[bone[0]], J[bone[1]]
-            sx, sy, sz = _unit(ankle[0] - knee[0], ankle[1] - knee[1], ankle[2] - knee[2])
-            # Forward and a little down, at right angles to the shin: flat when standing, toes down when
-            # kneeling.
-            tx, ty, tz = _unit(gx, 0.0, gz)
-            ty += 0.3
-            k = tx * sx + ty * sy + tz * sz
-            tx, ty, tz = _unit(tx - k * sx, ty - k * sy, tz - k * sz)
-            length = 170 * subject["scale"]
-            toe = (ankle[0] + length * tx, ankle[1] + length * ty, ankle[2] + length * tz)
+            ankle, toe = J[bone[1]], _toe(joints, bone, 170 * subject["scale"])
             toe_px = (f * toe[0] / toe[2] + c0, f * toe[1] / toe[2] + c1)
             foot_w = _LIMB_WIDTH_MM["foot"] * width * px_per_mm[bone[1]]
             canvas.limb(P[bone[1]], toe_px, ankle, toe, foot_w, _SHOES)
