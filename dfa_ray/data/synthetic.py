@@ -46,6 +46,7 @@ from dfa_ray.method.skeleton import BONES, JOINT_NAMES, NOMINAL_BONE_MM
 # Bump when a change alters rendered frames: cached datasets are named after it, so none goes stale.
 RENDERER_VERSION = 6
 DOMAINS = ("synthetic-source", "synthetic-real")
+_JOINT = {name: i for i, name in enumerate(JOINT_NAMES)}  # a joint's row in a (17, 3) pose
 SPLITS = ("train", "test")
 ACTIONS = (
     "standing", "walking", "sitting", "waving", "reaching", "squatting", "bending", "kneeling", "lunging",
@@ -350,6 +351,12 @@ def _rotation_x(degrees: float) -> np.ndarray:
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
+def _project(camera: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Camera-frame points (mm, ``(..., 3)``) to pixels of the crop whose intrinsics are ``camera``
+    (fx, fy, cx, cy)."""
+    return camera[:2] * points[..., :2] / points[..., 2:3] + camera[2:]
+
+
 def place(
     body: np.ndarray, style: DomainStyle, rng: np.random.Generator, crop_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -370,7 +377,7 @@ def place(
     scale = crop_size / side
     edge = centre - side / 2  # the crop's left/top edge in full-frame pixels
     camera = np.array([f * scale, f * scale, -edge[0] * scale - 0.5, -edge[1] * scale - 0.5])
-    pixels = camera[:2] * joints[:, :2] / joints[:, 2:3] + camera[2:]
+    pixels = _project(camera, joints)
     return joints, camera, pixels
 
 
@@ -494,19 +501,19 @@ def _limb(
 def _parts(joints: np.ndarray, feet: bool = False) -> list[tuple[float, str, tuple[int, int] | None]]:
     """The drawable body parts, ``(depth, kind, bone)``, far first (painter's order); ``feet``: with a
     foot at each ankle, its bone the shin's, drawn over the shin."""
-    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
-    parts = [(joints[[idx["thorax"], idx["pelvis"]], 2].mean(), "torso", None)]
+    parts = [(joints[[_JOINT["thorax"], _JOINT["pelvis"]], 2].mean(), "torso", None)]
     for parent, child in BONES:
         name = JOINT_NAMES[child]
         kind = {"knee": "thigh", "ankle": "shin", "elbow": "upper_arm", "wrist": "forearm"}.get(name[2:])
         if kind is None and name != "neck_nose":
             continue
         parts.append(((joints[parent, 2] + joints[child, 2]) / 2, kind or "neck", (parent, child)))
-    parts.append((joints[idx["head"], 2], "head", None))
+    parts.append((joints[_JOINT["head"], 2], "head", None))
     parts.sort(key=lambda part: -part[0])
     if feet:
         for s in "lr":
-            parts.append((joints[idx[f"{s}_ankle"], 2] + 1.0, "foot", (idx[f"{s}_knee"], idx[f"{s}_ankle"])))
+            knee, ankle = _JOINT[f"{s}_knee"], _JOINT[f"{s}_ankle"]
+            parts.append((joints[ankle, 2] + 1.0, "foot", (knee, ankle)))
         parts.sort(key=lambda part: -part[0])
     return parts
 
@@ -514,9 +521,8 @@ def _parts(joints: np.ndarray, feet: bool = False) -> list[tuple[float, str, tup
 def _back_shows(joints: np.ndarray, to_camera: tuple) -> bool:
     """Whether the camera, ``to_camera`` from the head (a unit vector, camera frame), sees the body's
     back: then the back of the head is hair."""
-    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
-    shoulders = joints[idx["r_shoulder"]] - joints[idx["l_shoulder"]]
-    facing = np.cross(joints[idx["thorax"]] - joints[idx["pelvis"]], shoulders)
+    shoulders = joints[_JOINT["r_shoulder"]] - joints[_JOINT["l_shoulder"]]
+    facing = np.cross(joints[_JOINT["thorax"]] - joints[_JOINT["pelvis"]], shoulders)
     return float(facing @ np.array(to_camera)) < -0.3 * float(np.linalg.norm(facing))
 
 
@@ -524,8 +530,7 @@ def _toe(joints: np.ndarray, bone: tuple[int, int], length: float) -> tuple[floa
     """The toe of the foot at ``bone``'s (knee, ankle) ankle, ``length`` mm from it: forward (horizontal, at
     right angles to the hips) and a little down, at right angles to the shin: flat when standing, toes
     down when kneeling."""
-    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
-    right = joints[idx["r_hip"]] - joints[idx["l_hip"]]
+    right = joints[_JOINT["r_hip"]] - joints[_JOINT["l_hip"]]
     gx, gz = -right[2], right[0]  # (0, -1, 0) x right
     knee, ankle = (tuple(joints[j].tolist()) for j in bone)
     sx, sy, sz = _unit(ankle[0] - knee[0], ankle[1] - knee[1], ankle[2] - knee[2])
@@ -545,8 +550,7 @@ def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: 
     outlined = not style.shaded and bool(rim and rng.random() < rim)
     top, bottom, skin, hair = (c.tolist() for c in subject["colours"])
     px_per_mm = camera[0] / joints[:, 2]  # at each joint's depth
-    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
-    torso = np.array([pixels[idx[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")])
+    torso = np.array([pixels[_JOINT[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")])
     for _, kind, bone in _parts(joints, feet=style.facing_cues):
         if kind == "torso":
             pts = np.round(torso * 16).astype(np.int32)
@@ -557,16 +561,16 @@ def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: 
                     a, b = torso[0] * (1 - t) + torso[3] * t, torso[1] * (1 - t) + torso[2] * t
                     _limb(img, a, b, 1, (np.asarray(top) * 0.7).tolist(), False, False)
         elif kind == "head":
-            h = idx["head"]
+            h = _JOINT["head"]
             radius = 100 * subject["scale"] * px_per_mm[h]
-            centre = (pixels[h] + pixels[idx["neck_nose"]]) / 2
+            centre = (pixels[h] + pixels[_JOINT["neck_nose"]]) / 2
             back = style.facing_cues and _back_shows(joints, _unit(*(-joints[h]).tolist()))
             cv2.circle(img, _fixed(centre), int(radius * 16), hair if back else skin, -1, cv2.LINE_AA, 4)
             if not back:
                 cv2.circle(img, _fixed(pixels[h]), int(radius * 10), hair, -1, cv2.LINE_AA, 4)
         elif kind == "foot":
             toe = np.array(_toe(joints, bone, 170 * subject["scale"]))
-            toe_px = camera[:2] * toe[:2] / toe[2] + camera[2:]
+            toe_px = _project(camera, toe)
             width = _LIMB_WIDTH_MM["foot"] * subject["width"] * px_per_mm[bone[1]]
             shoes = (np.asarray(bottom) * 0.4).tolist()
             _limb(img, pixels[bone[1]], toe_px, width, shoes, style.shaded, outlined)
@@ -730,15 +734,13 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
               rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """A person in clothes drawn for this frame, lit by one directional light (SURREAL-like)."""
     size = img.shape[0]
-    idx = {name: i for i, name in enumerate(JOINT_NAMES)}
     px_per_mm = (camera[0] / joints[:, 2]).tolist()
     J, P = [tuple(j) for j in joints.tolist()], [tuple(p) for p in pixels.tolist()]
-    f, c0, c1 = float(camera[0]), float(camera[2]), float(camera[3])
     # The light comes from above, mostly from the camera's side (direction towards the light).
     light = _unit(rng.uniform(-1, 1), rng.uniform(-1.4, -0.2), rng.uniform(-1.2, 0.4))
     ambient = rng.uniform(0.3, 0.55)
     canvas = _LitCanvas(size, light, ambient, 1 - ambient + rng.uniform(0, 0.2))
-    pelvis, thorax = P[idx["pelvis"]], P[idx["thorax"]]
+    pelvis, thorax = P[_JOINT["pelvis"]], P[_JOINT["thorax"]]
     n = math.hypot(thorax[0] - pelvis[0], thorax[1] - pelvis[1])
     axis = ((thorax[0] - pelvis[0]) / n, (thorax[1] - pelvis[1]) / n) if n > 1e-6 else (0.0, -1.0)
     scale = sum(px_per_mm) / len(px_per_mm)
@@ -757,7 +759,7 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
     width = subject["width"]
     for _, kind, bone in _parts(joints, feet=True):
         if kind == "torso":
-            corners = [P[idx[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
+            corners = [P[_JOINT[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
             pts = np.round(np.array(corners) * 16).astype(np.int32)[None]
             depth_px = 200 * width * scale  # a torso seen side-on is still ~20 cm deep
             breadth = max(math.dist(corners[0], corners[1]), math.dist(corners[2], corners[3]), depth_px)
@@ -766,9 +768,9 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
             cv2.fillPoly(canvas.shade, pts, int(ambient * _SHADE_SCALE), cv2.LINE_8, 4)
             ix, iy = (thorax[0] - pelvis[0]) * 0.12, (thorax[1] - pelvis[1]) * 0.12
             lo, hi = (pelvis[0] + ix, pelvis[1] + iy), (thorax[0] - ix, thorax[1] - iy)
-            canvas.limb(lo, hi, J[idx["pelvis"]], J[idx["thorax"]], depth_px, _TOP, shade_width=breadth)
+            canvas.limb(lo, hi, J[_JOINT["pelvis"]], J[_JOINT["thorax"]], depth_px, _TOP, shade_width=breadth)
         elif kind == "head":
-            h = idx["head"]
+            h = _JOINT["head"]
             radius = 100 * subject["scale"] * px_per_mm[h]
             centre = ((P[h][0] + P[h - 1][0]) / 2, (P[h][1] + P[h - 1][1]) / 2)  # head and neck_nose
             to_camera = _unit(-J[h][0], -J[h][1], -J[h][2])
@@ -781,7 +783,7 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
                 cv2.circle(canvas.alpha, c16, r16, 255, -1, cv2.LINE_AA, 4)
         elif kind == "foot":
             ankle, toe = J[bone[1]], _toe(joints, bone, 170 * subject["scale"])
-            toe_px = (f * toe[0] / toe[2] + c0, f * toe[1] / toe[2] + c1)
+            toe_px = tuple(_project(camera, np.array(toe)).tolist())
             foot_w = _LIMB_WIDTH_MM["foot"] * width * px_per_mm[bone[1]]
             canvas.limb(P[bone[1]], toe_px, ankle, toe, foot_w, _SHOES)
         else:
@@ -806,7 +808,7 @@ def bystander(joints: np.ndarray, camera: np.ndarray, style: DomainStyle, split:
     body = pose(action, subject, rng) @ _rotation_y(rng.uniform(-180, 180)).T
     side = rng.choice((-1.0, 1.0)) * rng.uniform(500, 1200)
     other = body + joints[0] + np.array([side, rng.uniform(-100, 100), rng.uniform(300, 2500)])
-    pixels = camera[:2] * other[:, :2] / other[:, 2:3] + camera[2:]
+    pixels = _project(camera, other)
     return other, pixels, subject
 
 
