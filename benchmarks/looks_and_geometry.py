@@ -30,21 +30,9 @@ import numpy as np
 
 from dfa_ray.cli import print_json
 from dfa_ray.data.preview import grid, save_png
-from dfa_ray.data.synthetic import STYLES, DomainStyle, generate
+from dfa_ray.data.synthetic import GEOMETRY, LOOKS, STYLES, DomainStyle, generate, swapped
 from dfa_ray.method import checkpoints, metrics
 from dfa_ray.method.fitting import Frames, predict_mm
-
-GEOMETRY = ("subjects", "action_weights", "camera_distance_mm", "camera_elevation_deg")
-LOOKS = {
-    "camera effects": ("blur_sigma", "noise_std", "colour_cast"),
-    "backgrounds": ("clutter_probability", "photo_probability", "photo_pool", "poster_probability"),
-    "bodies": ("lit_bodies", "shaded", "outline_probability", "facing_cues", "bystander_probability"),
-}
-
-
-def swapped(domain: str, other: str, fields: tuple[str, ...]) -> DomainStyle:
-    """``domain``'s style with ``fields`` taken from ``other``'s."""
-    return dataclasses.replace(STYLES[domain], **{f: getattr(STYLES[other], f) for f in fields})
 
 
 def variants(domain: str, other: str) -> dict[str, DomainStyle]:

@@ -34,7 +34,7 @@ import io
 import math
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import cv2
@@ -142,6 +142,22 @@ STYLES = {
         poster_probability=0.5,
     ),
 }
+
+
+# A style's fields by what they change: the geometry (who is filmed, their actions, where the camera
+# is) and three groups of looks. The benchmarks render one domain's frames with a group of the other's
+# (``swapped``): a frame's geometry is drawn before its looks, so the people and poses stay the same.
+GEOMETRY = ("subjects", "action_weights", "camera_distance_mm", "camera_elevation_deg")
+LOOKS = {
+    "camera effects": ("blur_sigma", "noise_std", "colour_cast"),
+    "backgrounds": ("clutter_probability", "photo_probability", "photo_pool", "poster_probability"),
+    "bodies": ("lit_bodies", "shaded", "outline_probability", "facing_cues", "bystander_probability"),
+}
+
+
+def swapped(domain: str, other: str, fields: tuple[str, ...]) -> DomainStyle:
+    """``domain``'s style with ``fields`` taken from ``other``'s."""
+    return replace(STYLES[domain], **{f: getattr(STYLES[other], f) for f in fields})
 
 
 def _subject(number: int) -> dict:
