@@ -40,8 +40,8 @@ TARGETS: dict[str, DomainStyle] = {
     "facing-cues": dataclasses.replace(STYLES["synthetic-real"], facing_cues=True),
     "source-bodies": swapped("synthetic-real", "synthetic-source", LOOKS["bodies"]),
 }
-# The source's bodies through a worse camera than the target's own: a gap of looks that leaves the
-# people's cues in view, blurred and noisy at the model's 64 px but not removed.
+# The source's bodies through a worse camera than the target's own: a gap of looks that draws every
+# cue of the people, blurred and noisier.
 TARGETS["worse-camera"] = dataclasses.replace(
     TARGETS["source-bodies"], blur_sigma=(0.8, 2.0), noise_std=(8.0, 20.0), colour_cast=0.4
 )
