@@ -281,6 +281,21 @@ def test_a_frame_rendered_in_another_style_keeps_its_people_poses_and_camera():
                                           for i in range(3)]  # fmt: skip
 
 
+def test_a_lower_contrast_flattens_the_frame_about_mid_grey_and_keeps_the_rest():
+    """``contrast`` below 1 pulls every pixel towards mid-grey by the frame's factor, after the colour
+    cast and before blur and noise; it is drawn only where set, so frames without it are unchanged."""
+    plain = dataclasses.replace(syn.STYLES["synthetic-source"], bystander_probability=0.0)
+    flat = dataclasses.replace(plain, contrast=(0.4, 0.4))
+    for index in range(3):
+        a = syn.render_frame("synthetic-source", "train", index, style=plain)
+        b = syn.render_frame("synthetic-source", "train", index, style=flat)
+        image_a, image_b = (decode_image(r["image"]).astype(float) for r in (a, b))
+        np.testing.assert_allclose(image_b, np.clip((image_a - 127.5) * 0.4 + 127.5, 0, 255), atol=1.0)
+        assert np.array_equal(a["joints_3d"], b["joints_3d"])
+    with pytest.raises(ValueError, match="contrast"):
+        dataclasses.replace(plain, contrast=(0.0, 0.5))
+
+
 def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankles():
     """A flat body shows which way it faces only with ``facing_cues``: its face (skin) or the back of its
     head (hair), and shoes pointing forward; without them front and back are drawn alike."""

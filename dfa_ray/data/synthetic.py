@@ -102,6 +102,9 @@ class DomainStyle:
     # Lit bodies only: share of frames with a bystander, another person behind and beside the one the
     # crop is about, partly in view, as a detector's crop of real footage with several people shows.
     bystander_probability: float = 0.0
+    # The camera's contrast about mid-grey, drawn per frame: below 1 a flat, hazy exposure that keeps
+    # what the frame shows. Both domains keep 1; the benchmarks draw targets with less.
+    contrast: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         # The flat renderer draws one person: a bystander drawn for it would be lost without a word.
@@ -109,6 +112,8 @@ class DomainStyle:
             raise ValueError("bystander_probability needs lit_bodies: the flat renderer draws one person")
         if self.facing_cues and self.lit_bodies:
             raise ValueError("facing_cues is for flat bodies: lit bodies always show them")
+        if not 0 < self.contrast[0] <= self.contrast[1]:
+            raise ValueError(f"contrast must be a range (low, high), 0 < low <= high: got {self.contrast}")
 
 
 STYLES = {
@@ -149,7 +154,7 @@ STYLES = {
 # (``swapped``): a frame's geometry is drawn before its looks, so the people and poses stay the same.
 GEOMETRY = ("subjects", "action_weights", "camera_distance_mm", "camera_elevation_deg")
 LOOKS = {
-    "camera effects": ("blur_sigma", "noise_std", "colour_cast"),
+    "camera effects": ("blur_sigma", "noise_std", "colour_cast", "contrast"),
     "backgrounds": ("clutter_probability", "photo_probability", "photo_pool", "poster_probability"),
     "bodies": ("lit_bodies", "shaded", "outline_probability", "facing_cues", "bystander_probability"),
 }
@@ -843,6 +848,8 @@ def render(joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: 
         img = np.clip(img * (1 + rng.uniform(-style.colour_cast, style.colour_cast, 3)), 0, 255).astype(
             np.uint8
         )
+    if style.contrast != (1.0, 1.0):  # drawn only where set, so that other frames keep their draws
+        img = np.clip((img - 127.5) * rng.uniform(*style.contrast) + 127.5, 0, 255).astype(np.uint8)
     blur = rng.uniform(*style.blur_sigma)
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
