@@ -5,6 +5,7 @@ self-training closes, beside the target as rendered.
     python benchmarks/target_variants.py --json docs/results/cue_target.json   # as-rendered, facing-cues
     python benchmarks/target_variants.py --targets source-bodies --json docs/results/source_bodies_target.json
     python benchmarks/target_variants.py --targets worse-camera --json docs/results/worse_camera_target.json
+    python benchmarks/target_variants.py --targets low-contrast --json docs/results/low_contrast_target.json
 
 The targets (``TARGETS``): the benchmark's as rendered, whose flat bodies look alike from the front
 and the back; ``facing-cues``, the same bodies with the back of the head drawn as hair when a body
@@ -13,7 +14,8 @@ bystander in half the frames: ``synthetic.LOOKS["bodies"]``) over the target's r
 camera: a gap of rooms, camera effects and geometry alone, with nothing about the people hidden
 (``benchmarks/looks_and_geometry.py`` measures each part of the gap for a fixed model); and
 ``worse-camera``, those again through more blur, noise and colour cast than the target's camera
-(blur 0.8-2 px, noise 8-20 grey levels, cast 0.4 against 0-1.2, 2-8 and 0.15). Every target
+(blur 0.8-2 px, noise 8-20 grey levels, cast 0.4 against 0-1.2, 2-8 and 0.15); and
+``low-contrast``, the source's bodies at a fifth to a third of the contrast. Every target
 is the same draws of the target's *training* split: subjects S11-S13 are the unlabeled target, the
 first 1,000 frames of S14-S15 the frames scored. The test split (S16, S17) is never read, so that the
 choice of benchmark is not made on it. Each target goes through ``jobs/experiments.py --config
@@ -45,6 +47,9 @@ TARGETS: dict[str, DomainStyle] = {
 TARGETS["worse-camera"] = dataclasses.replace(
     TARGETS["source-bodies"], blur_sigma=(0.8, 2.0), noise_std=(8.0, 20.0), colour_cast=0.4
 )
+# The source's bodies in a flat, hazy exposure (a fifth to a third of the contrast), which the source
+# model was never trained through: a larger gap of looks, every cue still drawn.
+TARGETS["low-contrast"] = dataclasses.replace(TARGETS["source-bodies"], contrast=(0.2, 0.35))
 
 
 def write_target(out: Path, style: DomainStyle, frames: int = 5000, scored: int = 1000) -> tuple[Path, Path]:
