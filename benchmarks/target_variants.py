@@ -37,19 +37,20 @@ from dfa_ray.data.records import write_records
 from dfa_ray.data.synthetic import LOOKS, STYLES, DomainStyle, generate, swapped
 
 TARGET_SUBJECTS, SCORED_SUBJECTS = ("S11", "S12", "S13"), ("S14", "S15")
+_SOURCE_BODIES = swapped("synthetic-real", "synthetic-source", LOOKS["bodies"])
 TARGETS: dict[str, DomainStyle] = {
     "as-rendered": STYLES["synthetic-real"],
     "facing-cues": dataclasses.replace(STYLES["synthetic-real"], facing_cues=True),
-    "source-bodies": swapped("synthetic-real", "synthetic-source", LOOKS["bodies"]),
+    "source-bodies": _SOURCE_BODIES,
+    # Through a worse camera than the target's own: a gap of looks that draws every cue of the
+    # people, blurred and noisier.
+    "worse-camera": dataclasses.replace(
+        _SOURCE_BODIES, blur_sigma=(0.8, 2.0), noise_std=(8.0, 20.0), colour_cast=0.4
+    ),
+    # In a flat, hazy exposure (a fifth to a third of the contrast), which the source model was never
+    # trained through: a larger gap of looks, every cue still drawn.
+    "low-contrast": dataclasses.replace(_SOURCE_BODIES, contrast=(0.2, 0.35)),
 }
-# The source's bodies through a worse camera than the target's own: a gap of looks that draws every
-# cue of the people, blurred and noisier.
-TARGETS["worse-camera"] = dataclasses.replace(
-    TARGETS["source-bodies"], blur_sigma=(0.8, 2.0), noise_std=(8.0, 20.0), colour_cast=0.4
-)
-# The source's bodies in a flat, hazy exposure (a fifth to a third of the contrast), which the source
-# model was never trained through: a larger gap of looks, every cue still drawn.
-TARGETS["low-contrast"] = dataclasses.replace(TARGETS["source-bodies"], contrast=(0.2, 0.35))
 
 
 def write_target(out: Path, style: DomainStyle, frames: int = 5000, scored: int = 1000) -> tuple[Path, Path]:
