@@ -6,6 +6,8 @@ self-training closes, beside the target as rendered.
     python benchmarks/target_variants.py --targets source-bodies --json docs/results/source_bodies_target.json
     python benchmarks/target_variants.py --targets worse-camera --json docs/results/worse_camera_target.json
     python benchmarks/target_variants.py --targets low-contrast --json docs/results/low_contrast_target.json
+    python benchmarks/target_variants.py --targets as-rendered \
+        --init-checkpoint runs/source-12ep/pretrain/model.pt --json docs/results/source_12_epochs_target.json
 
 The targets (``TARGETS``): the benchmark's as rendered, whose flat bodies look alike from the front
 and the back; ``facing-cues``, the same bodies with the back of the head drawn as hair when a body
@@ -20,7 +22,9 @@ is the same draws of the target's *training* split: subjects S11-S13 are the unl
 first 1,000 frames of S14-S15 the frames scored. The test split (S16, S17) is never read, so that the
 choice of benchmark is not made on it. Each target goes through ``jobs/experiments.py --config
 configs/experiments/bench.yaml`` (the tables' command) with one seed and Table 1's methods alone; its
-run and report are under ``--storage``.
+run and report are under ``--storage``. ``--init-checkpoint`` starts every method from another
+source model than the shipped one (the bench's ``init_checkpoint``), to see whether a stronger one
+changes the share of the gap self-training closes.
 """
 
 from __future__ import annotations
@@ -64,13 +68,18 @@ def write_target(out: Path, style: DomainStyle, frames: int = 5000, scored: int 
     return paths
 
 
-def table1(storage: Path, name: str, target: Path, scored: Path, seed: int) -> dict:
-    """Table 1 of one seed on ``target``, scored on ``scored``: ``jobs/experiments.py``'s rows by method."""
+def table1(
+    storage: Path, name: str, target: Path, scored: Path, seed: int, init_checkpoint: str | None = None
+) -> dict:
+    """Table 1 of one seed on ``target``, scored on ``scored``: ``jobs/experiments.py``'s rows by method,
+    every method starting from ``init_checkpoint`` where given (else the bench's, the shipped model)."""
     command = [
         sys.executable, "jobs/experiments.py", "--config", "configs/experiments/bench.yaml",
         "--storage", str(storage), "--run-name", name, "--target", str(target), "--test", str(scored),
         "--set", f"experiments.seeds=[{seed}]", "--set", 'experiments.policies=["60%,5%,99%"]',
     ]  # fmt: skip
+    if init_checkpoint:
+        command += ["--init-checkpoint", init_checkpoint]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
     results = json.loads((storage / name / "results.json").read_text())
@@ -86,16 +95,20 @@ def main() -> None:
     )
     parser.add_argument("--storage", type=Path, default=Path("runs/target_variants"), help="a new directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init-checkpoint", help="the source model every method starts from (default: the shipped one)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.storage.mkdir(parents=True)
     results = {}
     for name in args.targets:
         target, scored = write_target(args.storage / "data" / name, TARGETS[name])
-        rows = table1(args.storage, name, target, scored, args.seed)
+        rows = table1(args.storage, name, target, scored, args.seed, args.init_checkpoint)
         ratio = rows["only-source"]["mpjpe"] / rows["only-target"]["mpjpe"]
         results[name] = {"rows": rows, "only_source_over_only_target": ratio}
-    print_json({"seed": args.seed, "subjects": {"target": TARGET_SUBJECTS, "scored": SCORED_SUBJECTS},
+    print_json({"seed": args.seed, "init_checkpoint": args.init_checkpoint,
+                "subjects": {"target": TARGET_SUBJECTS, "scored": SCORED_SUBJECTS},
                 "targets": results}, args.json)  # fmt: skip
 
 
