@@ -9,9 +9,11 @@ so that what the tables miss can be put on the labels or on the loop.
     python benchmarks/anchored_rounds.py --config configs/experiments/bench.yaml --seeds 0 \
         --json docs/results/anchored_rounds.json
 
-The true 2D is a diagnostic: no published row uses it. Trials run one process each, two at a time.
-``--labels ensemble`` runs the same trials with Table 1's own labels, for the loop alone under
-``--set`` overrides (a larger budget: ``--set rounds=6``, ``--set adapt.epochs=4``).
+The true 2D is a diagnostic: no published row uses it. Trials run one process each, ``--parallel``
+at a time (two), each logging its rounds to stderr. ``--labels ensemble`` runs the same trials with
+Table 1's own labels, for the loop alone under ``--set`` overrides (a larger budget: ``--set
+rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``only-target``
+runs Table 1's bound on the same data and machine, for the share of the gap each trial closes.
 """
 
 from __future__ import annotations
@@ -42,16 +44,16 @@ class AnchoredRounds(InMemoryRounds):
 def trial(
     config_path: str, overrides: tuple[str, ...], method: str, seed: int, threads: int, anchored: bool
 ) -> dict:
-    """One seed of ``method`` ("dfa" or "wo-dfa"): ``experiments.adapt_trial`` on ``AnchoredRounds``
-    (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source" model (the config's
-    init checkpoint where it names one)."""
+    """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on
+    ``AnchoredRounds`` (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source"
+    model (the config's init checkpoint where it names one)."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
-    quiet = lambda line: None  # noqa: E731
-    data = TrialData.load(*resolve_data(config, quiet), config.model.input_size)
-    _, pretrained = pretrain_trial(data, config, seed, quiet)
+    log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+    data = TrialData.load(*resolve_data(config, log), config.model.input_size)
+    _, pretrained = pretrain_trial(data, config, seed, log)
     backend_class = AnchoredRounds if anchored else InMemoryRounds
-    result, _ = adapt_trial(method, data, config, seed, pretrained, quiet, backend_class=backend_class)
+    result, _ = adapt_trial(method, data, config, seed, pretrained, log, backend_class=backend_class)
     keys = ("round", "mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "label_mpjpe_all", "label_mpjpe_kept")
     rounds = []
     for record in result["rounds"]:
@@ -62,13 +64,16 @@ def trial(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every (method, seed), two at a time, and print (and write ``--json``) the rounds."""
+    """Run every (method, seed), ``--parallel`` at a time, and print (and write ``--json``) the rounds."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="configs/experiments/bench.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=["dfa", "wo-dfa"], choices=["dfa", "wo-dfa"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["dfa", "wo-dfa"], choices=["dfa", "wo-dfa", "only-target"]
+    )
+    parser.add_argument("--parallel", type=int, default=2, help="trials at a time")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument(
         "--labels", choices=["true-2d", "ensemble"], default="true-2d",
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     anchored = args.labels == "true-2d"
     jobs = [(args.config, tuple(args.set), m, s, 1, anchored) for s in args.seeds for m in args.methods]
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(args.parallel) as pool:
         results = list(pool.map(trial, *zip(*jobs)))
     out = {"config": args.config, "overrides": args.set, "labels": args.labels, "trials": results}
     print_json(out, args.json)
