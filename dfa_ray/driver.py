@@ -331,10 +331,11 @@ class RayRounds:
         }
 
     def adapt(self, k: int, inputs: dict, selection: dict) -> dict:
-        """A Ray Train stage from round ``k - 1``'s checkpoint."""
+        """A Ray Train stage from round ``k - 1``'s checkpoint (round 0's with ``adapt.from_source``)."""
+        start = 0 if self.config.adapt.from_source else k - 1
         self.model, stats = train.run_stage(
             self.config, self.config.adapt, inputs, selection["num_kept"], self.run.ray_storage(k),
-            self.run.model(k - 1), f"round {k}",
+            self.run.model(start), f"round {k}",
         )  # fmt: skip
         return stats
 

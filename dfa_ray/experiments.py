@@ -29,6 +29,7 @@ evaluation is shown beside the mean-pose baseline (``metrics.summarize``), the t
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -217,6 +218,8 @@ class InMemoryRounds:
         self.stage = dataclasses.replace(config.adapt, dfa=dfa)
         self.num_target = len(data.target)
         self.history: list[dict] = []
+        # Round 0's weights, for ``adapt.from_source``.
+        self.source = copy.deepcopy(model.state_dict()) if config.adapt.from_source else None
 
     def label(self, k: int) -> PseudoLabels:
         """``label_target``: the three-view ensemble over every target frame."""
@@ -235,7 +238,10 @@ class InMemoryRounds:
         return kept
 
     def adapt(self, k: int, inputs: PseudoLabeled, selection: dict) -> dict:
-        """``adapt_fit`` on the source and the kept target frames."""
+        """``adapt_fit`` on the source and the kept target frames, from round 0's weights with
+        ``adapt.from_source``."""
+        if self.source is not None:
+            self.model.load_state_dict(self.source)
         training = adapt_fit(self.model, self.data.source, inputs, self.stage, self.seed * 1000 + k, self.log)
         return training[-1]
 

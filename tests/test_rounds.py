@@ -186,6 +186,56 @@ def test_an_experiment_trial_self_trains_through_the_round_loop_deterministicall
     assert fitting.evaluate(model, data.test)["mpjpe"] == pytest.approx(history[-1]["mpjpe"])
 
 
+@pytest.mark.parametrize("from_source", [False, True])
+def test_from_source_adapts_round_0s_model_each_round_on_the_last_rounds_labels(
+    from_source, tmp_path, monkeypatch
+):
+    config = Config(
+        model=TINY, rounds=3, policy="50%,0%,50%",
+        adapt=AdaptConfig(epochs=1, batch_size=4, from_source=from_source), label=LabelConfig(batch_size=8),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = PoseModel(TINY)
+    first = next(model.parameters())
+    seen = {"label": [], "adapt": []}
+    real_label = experiments.label_target
+
+    def label(model, *args):
+        seen["label"].append(first.detach().clone())
+        return real_label(model, *args)
+
+    def adapt(model, *args):  # each round moves the weights by one
+        seen["adapt"].append(first.detach().clone())
+        with torch.no_grad():
+            first.add_(1.0)
+        return [{"loss": 0.0}]
+
+    monkeypatch.setattr(experiments, "label_target", label)
+    monkeypatch.setattr(experiments, "adapt_fit", adapt)
+    start = first.detach().clone()
+    backend = InMemoryRounds(model, _trial_data(), config, 0, True, lambda _: None)
+    rounds.run_rounds(backend, config.policy_schedule, range(1, 4), 1, lambda _: None)
+    # The labels always come from the last round's model...
+    for k, weights in enumerate(seen["label"]):
+        torch.testing.assert_close(weights, start + (1.0 if from_source and k else k))
+    # ...and each round adapts round 0's model with from_source, the last round's without.
+    for k, weights in enumerate(seen["adapt"]):
+        torch.testing.assert_close(weights, start + (0.0 if from_source else k))
+
+    # The driver's rounds: Ray Train starts from round 0's checkpoint, or the last round's.
+    target = _dataset(tmp_path / "target", 4)
+    ray_config = dataclasses.replace(
+        config, storage=str(tmp_path / "runs"), data=DataConfig(source=(target,), target=target, test=target)
+    )
+    run = RunDir(ray_config.storage, "r")
+    starts = []
+    monkeypatch.setattr(driver.train, "run_stage", lambda *args: starts.append(args[5]) or (None, {}))
+    driver.RayRounds(ray_config, run, driver.Inputs([target], target, target, 4, None)).adapt(
+        3, {}, {"num_kept": 2}
+    )
+    assert starts == [run.model(0 if from_source else 2)]
+
+
 def test_a_target_with_machine_made_2d_learns_from_it_and_one_with_annotated_2d_does_not(tmp_path):
     source = _dataset(tmp_path / "source", 4)  # annotated 2D and 3D: labels a target never gives
     rows = [

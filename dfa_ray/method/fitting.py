@@ -139,6 +139,11 @@ class AdaptConfig(TrainConfig):
     # An epoch is one pass over the kept target frames, but at least this many steps (passes again
     # within it): a short clip's 100 kept frames would otherwise adapt for one or two steps a round.
     min_steps_per_epoch: int = 0
+    # Each round adapts the source model (round 0's) on its pseudo-labels, a new student, instead of
+    # continuing the last round's model; the labels still come from the last round's model, so its
+    # mistakes reach the next round through them alone. Given many rounds, continuing drifts away
+    # from the source (docs/results.md, "The paper's budget").
+    from_source: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
