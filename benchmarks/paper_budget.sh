@@ -57,11 +57,11 @@ trials() {  # NAME TARGET(bench or a target_variants name) ARGS...: one anchored
     shift 2
     local on=()
     [[ $target == bench ]] || on=(--set "data.target=$DATA/$target/target" --set "data.test=$DATA/$target/scored")
-    "$PY" benchmarks/anchored_rounds.py --seeds 0 --set "storage=$DATA" --set experiments.trial_gpus=1 \
-        "${on[@]}" "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1 &
+    "$PY" benchmarks/anchored_rounds.py --labels ensemble --seeds 0 --set "storage=$DATA" \
+        --set experiments.trial_gpus=1 "${on[@]}" "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1 &
 }
 start=$(date +%s)
-budget=(--labels ensemble --methods dfa wo-dfa only-target --parallel 3 --set rounds=20)
+budget=(--methods dfa wo-dfa only-target --parallel 3 --set rounds=20)
 drift=(--methods dfa --parallel 1 --set rounds=12)
 case $SET in
 budget)
@@ -70,11 +70,10 @@ budget)
     ;;
 drift)
     for target in as-rendered low-contrast; do
-        trials "$target" "$target" "${drift[@]}" --labels ensemble
-        trials "$target-fixed60" "$target" "${drift[@]}" --labels ensemble --set policy=60%,0%,60%
-        trials "$target-from-source" "$target" "${drift[@]}" --labels ensemble --set adapt.from_source=true
-        trials "$target-both" "$target" "${drift[@]}" --labels ensemble --set policy=60%,0%,60% \
-            --set adapt.from_source=true
+        trials "$target" "$target" "${drift[@]}"
+        trials "$target-fixed60" "$target" "${drift[@]}" --set policy=60%,0%,60%
+        trials "$target-from-source" "$target" "${drift[@]}" --set adapt.from_source=true
+        trials "$target-both" "$target" "${drift[@]}" --set policy=60%,0%,60% --set adapt.from_source=true
     done
     ;;
 *) echo "paper_budget: unknown set $SET (budget or drift)" >&2; exit 2 ;;

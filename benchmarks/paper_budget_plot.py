@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {"dfa": "Ours (DFA)", "wo-dfa": "w/o DFA", "only-target": "Only target"}
+LABELS = {"dfa": "Ours (DFA)", "wo-dfa": "w/o DFA"}
 DRIFT = {"": "paper's policy (60%, 5%, 99%)", "-fixed60": "fixed 60%", "-from-source": "from source",
          "-both": "fixed 60%, from source"}  # fmt: skip
 

@@ -215,6 +215,7 @@ def test_from_source_adapts_round_0s_model_each_round_on_the_last_rounds_labels(
     start = first.detach().clone()
     backend = InMemoryRounds(model, _trial_data(), config, 0, True, lambda _: None)
     rounds.run_rounds(backend, config.policy_schedule, range(1, 4), 1, lambda _: None)
+    assert len(seen["label"]) == len(seen["adapt"]) == 3
     # The labels always come from the last round's model...
     for k, weights in enumerate(seen["label"]):
         torch.testing.assert_close(weights, start + (1.0 if from_source and k else k))
