@@ -42,25 +42,41 @@ class AnchoredRounds(InMemoryRounds):
 
 
 def trial(
-    config_path: str, overrides: tuple[str, ...], method: str, seed: int, threads: int, anchored: bool
+    config_path: str,
+    overrides: tuple[str, ...],
+    method: str,
+    seed: int,
+    threads: int,
+    anchored: bool,
+    models: Path | None = None,
 ) -> dict:
     """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on
     ``AnchoredRounds`` (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source"
-    model (the config's init checkpoint where it names one)."""
+    model (the config's init checkpoint where it names one). With ``models``, the final model is
+    written there as ``<method>-seed<seed>.pt``."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
     log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
     data = TrialData.load(*resolve_data(config, log), config.model.input_size)
     _, pretrained = pretrain_trial(data, config, seed, log)
     backend_class = AnchoredRounds if anchored else InMemoryRounds
-    result, _ = adapt_trial(method, data, config, seed, pretrained, log, backend_class=backend_class)
+    result, model = adapt_trial(method, data, config, seed, pretrained, log, backend_class=backend_class)
+    if models is not None:
+        models.mkdir(parents=True, exist_ok=True)
+        (models / f"{method}-seed{seed}.pt").write_bytes(model)
     keys = ("round", "mpjpe", "pa_mpjpe", "mean_pose_mpjpe", "label_mpjpe_all", "label_mpjpe_kept")
     rounds = []
     for record in result["rounds"]:
         selection = record.get("selection", {})
         flat = {**record, **{k: selection.get(k) for k in ("label_mpjpe_all", "label_mpjpe_kept")}}
         rounds.append({k: flat.get(k) for k in keys})
-    return {"method": method, "seed": seed, "seconds": round(result["seconds"]), "rounds": rounds}
+    return {
+        "method": method,
+        "seed": seed,
+        "seconds": round(result["seconds"]),
+        "rounds": rounds,
+        "examples": result["examples"],  # the final model on the report's example frames (Fig. 2)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         help="pseudo-labels at the true 2D (the default), or the ensemble's as in Table 1",
     )  # fmt: skip
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--models", type=Path, help="write each trial's final model here")
     args = parser.parse_args(argv)
     anchored = args.labels == "true-2d"
-    jobs = [(args.config, tuple(args.set), m, s, 1, anchored) for s in args.seeds for m in args.methods]
+    settings = (args.config, tuple(args.set))
+    jobs = [(*settings, m, s, 1, anchored, args.models) for s in args.seeds for m in args.methods]
     with ProcessPoolExecutor(args.parallel) as pool:
         results = list(pool.map(trial, *zip(*jobs)))
     out = {"config": args.config, "overrides": args.set, "labels": args.labels, "trials": results}
