@@ -14,6 +14,9 @@ at a time (two), each logging its rounds to stderr. ``--labels ensemble`` runs t
 Table 1's own labels, for the loop alone under ``--set`` overrides (a larger budget: ``--set
 rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``only-target``
 runs Table 1's bound on the same data and machine, for the share of the gap each trial closes.
+``--first-round K`` goes on with a trial from its model after round K - 1 (``init_checkpoint``,
+written by ``--models``), as the longer run would have: a round's draws depend on the seed and the
+round alone.
 """
 
 from __future__ import annotations
@@ -49,18 +52,22 @@ def trial(
     threads: int,
     anchored: bool,
     models: Path | None = None,
+    first_round: int = 1,
 ) -> dict:
     """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on
     ``AnchoredRounds`` (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source"
-    model (the config's init checkpoint where it names one). With ``models``, the final model is
-    written there as ``<method>-seed<seed>.pt``."""
+    model (the config's init checkpoint where it names one; with ``first_round`` k, the trial's model
+    after round k - 1, and the rounds go on from k). With ``models``, the final model is written
+    there as ``<method>-seed<seed>.pt``."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
     log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
     data = TrialData.load(*resolve_data(config, log), config.model.input_size)
     _, pretrained = pretrain_trial(data, config, seed, log)
     backend_class = AnchoredRounds if anchored else InMemoryRounds
-    result, model = adapt_trial(method, data, config, seed, pretrained, log, backend_class=backend_class)
+    result, model = adapt_trial(
+        method, data, config, seed, pretrained, log, backend_class=backend_class, first_round=first_round
+    )
     if models is not None:
         models.mkdir(parents=True, exist_ok=True)
         (models / f"{method}-seed{seed}.pt").write_bytes(model)
@@ -97,10 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--models", type=Path, help="write each trial's final model here")
+    parser.add_argument(
+        "--first-round", type=int, default=1,
+        help="go on from this round, init_checkpoint being the trial's model after the round before",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     anchored = args.labels == "true-2d"
     settings = (args.config, tuple(args.set))
-    jobs = [(*settings, m, s, 1, anchored, args.models) for s in args.seeds for m in args.methods]
+    rest = (1, anchored, args.models, args.first_round)
+    jobs = [(*settings, m, s, *rest) for s in args.seeds for m in args.methods]
     with ProcessPoolExecutor(args.parallel) as pool:
         results = list(pool.map(trial, *zip(*jobs)))
     out = {"config": args.config, "overrides": args.set, "labels": args.labels, "trials": results}

@@ -267,11 +267,12 @@ def self_train_rounds(
     policy: Policy,
     log: Log,
     backend_class: type[InMemoryRounds] = InMemoryRounds,
+    first_round: int = 1,
 ) -> list[dict]:
-    """Rounds 1..R of ``rounds.run_rounds`` (the driver's loop) in place on ``model``; a benchmark
-    may pass a subclass of ``InMemoryRounds`` that changes one step and keeps the rest."""
+    """Rounds ``first_round``..R of ``rounds.run_rounds`` (the driver's loop) in place on ``model``; a
+    benchmark may pass a subclass of ``InMemoryRounds`` that changes one step and keeps the rest."""
     backend = backend_class(model, data, config, seed, dfa, log)
-    run_rounds(backend, policy, range(1, config.rounds + 1), config.adapt.epochs, log)
+    run_rounds(backend, policy, range(first_round, config.rounds + 1), config.adapt.epochs, log)
     return backend.history
 
 
@@ -354,15 +355,23 @@ def adapt_trial(
     pretrained: bytes,
     log: Log = print,
     backend_class: type[InMemoryRounds] = InMemoryRounds,
+    first_round: int = 1,
 ) -> tuple[dict, bytes]:
     """An adapting method from the seed's source-pretrained model; round 0 is that model. The
     self-training methods' rounds run on ``backend_class`` (``self_train_rounds``). Returns the result
-    and the final model's bytes, as ``pretrain_trial`` does."""
+    and the final model's bytes, as ``pretrain_trial`` does.
+
+    With ``first_round`` k > 1, ``pretrained`` is instead the trial's model after round k - 1 and the
+    rounds go on from k: every draw of a round is seeded by the seed and the round, so they repeat
+    the longer trial's (a test holds them to it)."""
+    if first_round > 1 and (method in ("only-target", "dann") or config.adapt.from_source):
+        # Neither the bound nor DANN runs through the round loop, and from_source needs round 0's model.
+        raise ValueError(f"first_round={first_round} goes on with self-training alone, without from_source")
     start = time.perf_counter()
     torch.manual_seed(seed)
     model, _ = checkpoints.from_bytes(pretrained, f"the seed-{seed} pretrained model")
     model.to(device(config))
-    history = [_evaluate(model, data, 0)]
+    history = [_evaluate(model, data, first_round - 1)]
     if method == "only-target":
         history += target_label_rounds(model, data, config, seed, log)
     elif method == "dann":
@@ -371,7 +380,7 @@ def adapt_trial(
         table2 = method.startswith("policy:")  # Table 2: DFA under another curriculum policy
         policy = Policy.parse(method.removeprefix("policy:")) if table2 else config.policy_schedule
         dfa = method != "wo-dfa"
-        history += self_train_rounds(model, data, config, seed, dfa, policy, log, backend_class)
+        history += self_train_rounds(model, data, config, seed, dfa, policy, log, backend_class, first_round)
     else:
         raise ValueError(f"unknown adapting method {method!r}")
     return _result(method, seed, history, model, data, config, start)

@@ -280,3 +280,23 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
     ]
     errors = [trial["rounds"][1]["selection"]["label_mpjpe_all"] for trial in ones]
     assert errors[1] < errors[0]
+
+
+def test_a_trial_continued_from_its_round_1_model_repeats_the_longer_trials_rounds():
+    config = Config(
+        model=TINY, rounds=3, policy="50%,25%,100%",
+        adapt=AdaptConfig(epochs=1, batch_size=4), label=LabelConfig(batch_size=8),
+    )  # fmt: skip
+    data = _trial_data()
+    torch.manual_seed(0)
+    pretrained = checkpoints.to_bytes(PoseModel(TINY))
+    quiet = {"log": lambda _: None}
+    whole, _ = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
+    _, after_1 = adapt_trial("dfa", data, dataclasses.replace(config, rounds=1), 1, pretrained, **quiet)
+    rest, _ = adapt_trial("dfa", data, config, 1, after_1, **quiet, first_round=2)
+    assert [r["round"] for r in rest["rounds"]] == [1, 2, 3]
+    assert [r["selection"]["num_kept"] for r in rest["rounds"][1:]] == [12, 16]
+    # Round 1's model scores as round 1 did; rounds 2 and 3 are the longer trial's, to the last bit.
+    assert [r["mpjpe"] for r in rest["rounds"]] == [r["mpjpe"] for r in whole["rounds"][1:]]
+    with pytest.raises(ValueError, match="first_round=2"):
+        adapt_trial("only-target", data, config, 1, after_1, **quiet, first_round=2)
