@@ -3,9 +3,10 @@ source, w/o DFA, Ours and Only target draw them, beside the truth, from ``anchor
 JSONs (each trial carries its final model's predictions of the frames) and the source checkpoint
 the trials started from (predicted here, with the flip test, as every evaluation).
 
-    python benchmarks/trial_skeletons.py --source models/r128/model.pt \\
+    R=runs/paper_budget   # paper_budget.sh resolution's outputs, its source models under $DATA
+    python benchmarks/trial_skeletons.py --source runs/paper_budget_data/r128/model.pt \\
         --test runs/data/synthetic-real-test-n1000-seed0-px128-v6 \\
-        --trials r128-dfa.json r128-wo-dfa.json r128-only-target.json --out skeletons.png
+        --trials $R/r128-dfa.json $R/r128-wo-dfa.json $R/r128-only-target.json --out skeletons.jpg
 
 The frames are ``experiments.example_index``'s, fixed before any result, the test split's as the
 trials saw it (``--test``, rendered the same wherever the trials ran: the renderer is seeded).

@@ -152,11 +152,16 @@ def _trial_data() -> TrialData:
     )
 
 
-def test_an_experiment_trial_self_trains_through_the_round_loop_deterministically(monkeypatch):
-    config = Config(
-        model=TINY, rounds=2, policy="50%,25%,100%",
+def _trial_config(rounds: int) -> Config:
+    """A tiny trial's: keeping 50 %, 75 %, 100 % of its 16 target frames, an epoch of batches of 4."""
+    return Config(
+        model=TINY, rounds=rounds, policy="50%,25%,100%",
         adapt=AdaptConfig(epochs=1, batch_size=4), label=LabelConfig(batch_size=8),
     )  # fmt: skip
+
+
+def test_an_experiment_trial_self_trains_through_the_round_loop_deterministically(monkeypatch):
+    config = _trial_config(rounds=2)
     data = _trial_data()
     torch.manual_seed(0)
     pretrained = checkpoints.to_bytes(PoseModel(TINY))
@@ -283,16 +288,13 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
 
 
 def test_a_trial_continued_from_its_round_1_model_repeats_the_longer_trials_rounds():
-    config = Config(
-        model=TINY, rounds=3, policy="50%,25%,100%",
-        adapt=AdaptConfig(epochs=1, batch_size=4), label=LabelConfig(batch_size=8),
-    )  # fmt: skip
+    config = _trial_config(rounds=3)
     data = _trial_data()
     torch.manual_seed(0)
     pretrained = checkpoints.to_bytes(PoseModel(TINY))
     quiet = {"log": lambda _: None}
     whole, _ = adapt_trial("dfa", data, config, 1, pretrained, **quiet)
-    _, after_1 = adapt_trial("dfa", data, dataclasses.replace(config, rounds=1), 1, pretrained, **quiet)
+    _, after_1 = adapt_trial("dfa", data, _trial_config(rounds=1), 1, pretrained, **quiet)
     rest, _ = adapt_trial("dfa", data, config, 1, after_1, **quiet, first_round=2)
     assert [r["round"] for r in rest["rounds"]] == [1, 2, 3]
     assert [r["selection"]["num_kept"] for r in rest["rounds"][1:]] == [12, 16]
