@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         help="go on from this round, init_checkpoint being the trial's model after the round before",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    anchored = args.labels == "true-2d"
-    settings = (args.config, tuple(args.set))
-    rest = (1, anchored, args.models, args.first_round)
-    jobs = [(*settings, m, s, *rest) for s in args.seeds for m in args.methods]
+    run = partial(
+        trial, args.config, tuple(args.set), threads=1, anchored=args.labels == "true-2d",
+        models=args.models, first_round=args.first_round,
+    )  # fmt: skip
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    # Rendered here once: trials side by side would each start the same synthetic dataset.
+    resolve_data(load_config(args.config, args.set), print)
     with ProcessPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(trial, *zip(*jobs)))
+        results = list(pool.map(run, *zip(*jobs)))
     out = {"config": args.config, "overrides": args.set, "labels": args.labels, "trials": results}
     print_json(out, args.json)
     return 0
