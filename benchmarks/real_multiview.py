@@ -24,7 +24,8 @@ checkpoint's source mean pose: MPJPE / PA-MPJPE against the pseudo-ground-truth 
 camera's frame, multi-view consistency (mm, lower is better), and the median angle between the
 predicted and the true trunk (pelvis to thorax) in the camera's frame, which an upright prediction of
 a person seen from above gets wrong, and the share of poses turned more than 90 degrees from the
-truth (``metrics.facing_angle``: a front/back flip), with a histogram of that angle and the size of
+truth (``metrics.facing_angle``: a front/back flip), per person and per true view of the camera
+(towards, away, side-on: ``true_view``), with a histogram of that angle and the size of
 the direction across the body along the camera's x and z, predicted and true (a model unsure of
 left and right shrinks x); the MPJPE after each pose's best scale; and each method's median bone
 lengths beside the pseudo-ground-truth's. Only people seen in two views or more are
@@ -159,7 +160,7 @@ def score(
     scored = [p for p in found if p.valid[ROOT]]
     results = {}
     for method, pose_of in poses.items():
-        pred, truth, valid, spread = [], [], [], []
+        pred, truth, valid, people, spread = [], [], [], [], []
         for p in scored:
             rotations = [cameras[view].rotation for view in p.views]
             mine = [pose_of[seen.frame_id] for seen in p.views.values()]
@@ -167,19 +168,27 @@ def score(
                 pred.append(pose)
                 truth.append((p.joints - p.joints[ROOT]) @ rotation.T)
                 valid.append(p.valid)
+                people.append(p.person)
             spread.append(multiview.consistency(np.stack(mine), np.stack(rotations)))
         pred, truth, valid = np.stack(pred), np.stack(truth), np.stack(valid)
         summary = metrics.summarize(pred, truth, valid=valid, mean_pose=mean_pose)
         lean = metrics.trunk_angle(pred, truth, valid)
         facing = metrics.facing_angle(pred, truth, valid)
-        facing = facing[np.isfinite(facing)]  # the poses with hips and shoulders triangulated
+        turned = np.isfinite(facing)  # the poses with hips and shoulders triangulated
+        flipped = facing[turned] > 90
+        people, seen_as = np.asarray(people)[turned], true_view(truth[turned])
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
             "trunk_angle_deg_median": float(np.nanmedian(lean)),
             # Front/back flips: turned more than 90 degrees from the truth.
-            "facing_flipped_share": float(np.mean(facing > 90)),
-            "facing_angle_histogram_30deg": np.histogram(facing, bins=np.arange(0, 181, 30))[0].tolist(),
+            "facing_flipped_share": float(np.mean(flipped)),
+            # Where the flips lie: by person, and by how the person truly faces the camera.
+            "facing_flipped_by_person": shares(flipped, people),
+            "facing_flipped_by_true_view": shares(flipped, seen_as),
+            "facing_angle_histogram_30deg": np.histogram(facing[turned], bins=np.arange(0, 181, 30))[
+                0
+            ].tolist(),
             "across_body_mm": {"predicted": across_body(pred, valid), "true": across_body(truth, valid)},
             "mpjpe_best_scale": best_scale_mpjpe(pred, truth, valid),
             "bone_mm_median": bone_medians(pred, valid),
@@ -193,6 +202,23 @@ def truth_shape(found: list[PersonFrame]) -> dict:
     truth = np.stack([p.joints - p.joints[ROOT] for p in scored])
     valid = np.stack([p.valid for p in scored])
     return {"bone_mm_median": bone_medians(truth, valid)}
+
+
+def true_view(truth: np.ndarray) -> np.ndarray:
+    """How each true camera-frame pose ``(N, 17, 3)`` faces the camera: "towards" or "away" where the
+    direction across the body (towards its left) lies closer to the image's x than to the depth axis
+    (a person facing the camera has their left on the image's right), else "side"."""
+    across = metrics.across_body(truth)
+    x, z = across[:, 0], np.abs(across[:, 2])
+    return np.where(x > z, "towards", np.where(-x > z, "away", "side"))
+
+
+def shares(flags: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, float]]:
+    """The share of ``flags`` set and the count, per value of ``groups`` (keys as strings, for JSON)."""
+    return {
+        str(group): {"share": float(flags[groups == group].mean()), "poses": int((groups == group).sum())}
+        for group in np.unique(groups)
+    }
 
 
 def across_body(poses: np.ndarray, valid: np.ndarray) -> dict[str, float]:

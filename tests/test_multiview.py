@@ -17,7 +17,7 @@ from dfa_ray.data import multiview, video
 from dfa_ray.data.records import read_records
 from dfa_ray.data.schema import table_to_rows
 from dfa_ray.data.validation import InputError
-from dfa_ray.method.skeleton import ROOT
+from dfa_ray.method.skeleton import JOINT_NAMES, ROOT
 from tests.helpers import load_job, load_script, tiny_checkpoint
 
 FOOTAGE = Path(__file__).parent / "fixtures" / "pose2sim"
@@ -201,7 +201,31 @@ def test_real_multiview_scores_every_method(tmp_path):
         assert scores["num_frames"] >= 12 and scores["mpjpe"] > 0 and scores["consistency_mm"] > 0
         assert 0.0 <= scores["trunk_angle_deg_median"] <= 180.0
         assert 0.0 <= scores["facing_flipped_share"] <= 1.0
+        by_person, by_view = scores["facing_flipped_by_person"], scores["facing_flipped_by_true_view"]
+        assert set(by_person) <= {"0", "1"} and set(by_view) <= {"towards", "away", "side"}
+        for split in (
+            by_person,
+            by_view,
+        ):  # each split covers every turned pose once, its shares averaging to the whole
+            poses = sum(group["poses"] for group in split.values())
+            assert poses == sum(scores["facing_angle_histogram_30deg"])
+            flipped = sum(group["share"] * group["poses"] for group in split.values())
+            assert flipped == pytest.approx(scores["facing_flipped_share"] * poses)
         assert sum(scores["facing_angle_histogram_30deg"]) <= scores["num_frames"]
         assert 0 < scores["mpjpe_best_scale"] and set(scores["across_body_mm"]) == {"predicted", "true"}
         assert set(scores["bone_mm_median"]) == set(results["pseudo_gt"]["bone_mm_median"])
     assert script.main(["--checkpoint", checkpoint, "--footage", str(FOOTAGE), "--out", str(out)]) == 2
+
+
+def test_true_view_tells_towards_from_away_and_side_on():
+    script = load_script("benchmarks/real_multiview.py")
+    pose = np.zeros((17, 3))
+    left, right = (
+        [JOINT_NAMES.index(n) for n in ("l_hip", "l_shoulder")],
+        [JOINT_NAMES.index(n) for n in ("r_hip", "r_shoulder")],
+    )
+    pose[left, 0], pose[right, 0] = 100.0, -100.0  # their left on the image's right: facing the camera
+    turned = np.stack([pose, pose * [-1, 1, 1], pose[:, [2, 1, 0]]])  # mirrored: seen from behind; side-on
+    assert script.true_view(turned).tolist() == ["towards", "away", "side"]
+    shares = script.shares(np.array([True, False, True]), np.array(["a", "a", "b"]))
+    assert shares == {"a": {"share": 0.5, "poses": 2}, "b": {"share": 1.0, "poses": 1}}
