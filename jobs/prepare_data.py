@@ -1,6 +1,7 @@
 """Make and check datasets in record schema v1 (``dfa_ray.data.schema``), locally or in S3.
 
     python jobs/prepare_data.py synthetic --domain synthetic-source --split train --n 2000 --out URI
+    python jobs/prepare_data.py synthetic ... --style flesh_mm=[40,110]     # a DomainStyle field changed
     python jobs/prepare_data.py h36m      --root H36M_PROCESSED --split train --every 5 --out URI
     python jobs/prepare_data.py surreal   --root SURREAL/data/cmu --split train --every 10 --out URI
     python jobs/prepare_data.py mpii      --root MPII_DIR --out URI
@@ -21,11 +22,14 @@ be read at all (no files, not schema v1, storage error, missing dataset files) o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+import yaml
 
 from dfa_ray import storage
 from dfa_ray.cli import exit_code
@@ -113,10 +117,27 @@ def _crop(args: argparse.Namespace) -> CropSpec:
 # ------------------------------------------------------------------------------------------ synthetic
 
 
+def domain_style(domain: str, overrides: list[str]) -> synthetic.DomainStyle | None:
+    """``domain``'s style with ``FIELD=VALUE`` overrides (YAML values; lists become ranges), or None
+    for none; a field the style lacks is named with the ones it has."""
+    if not overrides:
+        return None
+    fields = {field.name for field in dataclasses.fields(synthetic.DomainStyle)}
+    changes = {}
+    for item in overrides:
+        field, sep, text = item.partition("=")
+        if not sep or field not in fields:
+            raise ValueError(f"--style {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        value = yaml.safe_load(text)
+        changes[field] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(synthetic.STYLES[domain], **changes)
+
+
 def cmd_synthetic(args: argparse.Namespace) -> int:
     """Render a split of the synthetic benchmark to records."""
+    style = domain_style(args.domain, args.style)
     rows = synthetic.generate(
-        args.domain, args.split, args.n, args.seed, args.crop_size, workers=args.workers
+        args.domain, args.split, args.n, args.seed, args.crop_size, workers=args.workers, style=style
     )
     return _write(rows, args, f"{args.domain}/{args.split}", args.n)
 
@@ -130,6 +151,13 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crop-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="render processes")
+    parser.add_argument(
+        "--style",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="render in the domain's style with this DomainStyle field changed, e.g. flesh_mm=[40,110]",
+    )
     _add_output_args(parser)
     parser.set_defaults(func=cmd_synthetic)
 

@@ -296,6 +296,38 @@ def test_a_lower_contrast_flattens_the_frame_about_mid_grey_and_keeps_the_rest()
         dataclasses.replace(plain, contrast=(0.0, 0.5))
 
 
+def test_flesh_broadens_the_torso_beyond_the_joints_and_is_drawn_only_where_set():
+    """``flesh_mm`` moves the torso's outline out along the hips' line (the shoulders 0.4 as far), so
+    the lit torso covers more of the frame; (0, 0), the domains' own, draws it between the joints."""
+    subject, rng = syn._subject(1), np.random.default_rng(5)
+    style = syn.STYLES["synthetic-source"]
+    joints, camera, pixels = syn.place(syn.pose("standing", subject, rng), style, rng, 256)
+    order = [JOINT_NAMES.index(n) for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
+    np.testing.assert_allclose(syn._torso_corners(joints, camera, 0.0), pixels[order], atol=1e-9)
+    broad = np.array(syn._torso_corners(joints, camera, 100.0))
+    assert np.linalg.norm(broad[3] - broad[2]) > np.linalg.norm(pixels[order[3]] - pixels[order[2]]) * 1.5
+    hips_mm, shoulders_mm = (np.linalg.norm(joints[a] - joints[b]) for a, b in (order[2:], order[:2]))
+    widening = [np.linalg.norm(broad[i] - broad[j]) / np.linalg.norm(pixels[order[i]] - pixels[order[j]])
+                for i, j in ((3, 2), (0, 1))]  # fmt: skip
+    np.testing.assert_allclose(widening, [1 + 200 / hips_mm, 1 + 80 / shoulders_mm], rtol=0.05)
+
+    def person_pixels(flesh: float) -> int:
+        img = np.zeros((256, 256, 3), np.uint8)  # black: the person is what is not black after drawing
+        drawn = syn._draw_lit(img, joints, camera, pixels, subject, np.random.default_rng(0), flesh)
+        return int((drawn.max(axis=2) > 0).sum())
+
+    assert person_pixels(100.0) > person_pixels(0.0) + 250  # 505 more here, the arms hiding some
+    plain = syn.render_frame("synthetic-source", "train", 0)
+    assert (
+        syn.render_frame("synthetic-source", "train", 0, style=dataclasses.replace(style))["image"]
+        == plain["image"]
+    )
+    with pytest.raises(ValueError, match="flesh_mm must be a range"):
+        dataclasses.replace(style, flesh_mm=(50.0, 20.0))
+    with pytest.raises(ValueError, match="flesh_mm needs lit_bodies"):
+        dataclasses.replace(syn.STYLES["synthetic-real"], flesh_mm=(40.0, 110.0))
+
+
 def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankles():
     """A flat body shows which way it faces only with ``facing_cues``: its face (skin) or the back of its
     head (hair), and shoes pointing forward; without them front and back are drawn alike."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -165,6 +166,41 @@ def test_synthetic_writes_valid_records_that_round_trip_losslessly(where, tmp_pa
     copy = storage.join(out, "copy") if where == "s3" else str(tmp_path / "copy")
     write_records(table, copy)
     assert read_records(copy).equals(table)
+
+
+def test_synthetic_renders_in_a_style_with_fields_changed_and_names_an_unknown_field(tmp_path, capsys):
+    out = str(tmp_path / "fuller")
+    args = ["synthetic", "--domain", "synthetic-source", "--split", "train", "--n", "4", "--workers", "1"]
+    assert (
+        prepare_data.main(
+            [*args, "--style", "flesh_mm=[40, 110]", "--style", "contrast=[0.5,0.8]", "--out", out]
+        )
+        == 0
+    )
+    style = dataclasses.replace(synthetic.STYLES["synthetic-source"], flesh_mm=(40, 110), contrast=(0.5, 0.8))
+    assert_rows_equal(
+        table_to_rows(read_records(out)),
+        list(synthetic.generate("synthetic-source", "train", 4, style=style)),
+    )
+    capsys.readouterr()
+    assert prepare_data.main([*args, "--style", "flesh=[40,110]", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--style 'flesh=[40,110]'" in err and "flesh_mm" in err
+    assert (
+        prepare_data.main(
+            [
+                *args,
+                "--style",
+                "flesh_mm=[40,110]",
+                "--domain",
+                "synthetic-real",
+                "--out",
+                str(tmp_path / "flat"),
+            ]
+        )
+        == 2
+    )
+    assert "flesh_mm needs lit_bodies" in capsys.readouterr().err
 
 
 def test_writers_refuse_an_existing_dataset_before_converting(tmp_path, capsys):

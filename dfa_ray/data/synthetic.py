@@ -105,6 +105,10 @@ class DomainStyle:
     # The camera's contrast about mid-grey, drawn per frame: below 1 a flat, hazy exposure that keeps
     # what the frame shows. Both domains keep 1; the benchmarks draw targets with less.
     contrast: tuple[float, float] = (1.0, 1.0)
+    # Lit bodies only: how far the torso reaches beyond the hip joints on each side, in mm, drawn per
+    # person; the shoulders get 0.4 of it. (0, 0) draws the torso between the joints, as narrow as a
+    # skeleton: real hips are about twice as broad as the joints' centres (a trochanter ~8 cm out).
+    flesh_mm: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         # The flat renderer draws one person: a bystander drawn for it would be lost without a word.
@@ -114,6 +118,10 @@ class DomainStyle:
             raise ValueError("facing_cues is for flat bodies: lit bodies always show them")
         if not 0 < self.contrast[0] <= self.contrast[1]:
             raise ValueError(f"contrast must be a range (low, high), 0 < low <= high: got {self.contrast}")
+        if not 0 <= self.flesh_mm[0] <= self.flesh_mm[1]:
+            raise ValueError(f"flesh_mm must be a range (low, high), 0 <= low <= high: got {self.flesh_mm}")
+        if any(self.flesh_mm) and not self.lit_bodies:
+            raise ValueError("flesh_mm needs lit_bodies: the flat renderer draws its torso its own way")
 
 
 STYLES = {
@@ -156,7 +164,14 @@ GEOMETRY = ("subjects", "action_weights", "camera_distance_mm", "camera_elevatio
 LOOKS = {
     "camera effects": ("blur_sigma", "noise_std", "colour_cast", "contrast"),
     "backgrounds": ("clutter_probability", "photo_probability", "photo_pool", "poster_probability"),
-    "bodies": ("lit_bodies", "shaded", "outline_probability", "facing_cues", "bystander_probability"),
+    "bodies": (
+        "lit_bodies",
+        "shaded",
+        "outline_probability",
+        "facing_cues",
+        "bystander_probability",
+        "flesh_mm",
+    ),
 }
 
 
@@ -751,9 +766,22 @@ class _LitCanvas:
         return cv2.blendLinear(lit, background, alpha, 1 - alpha)
 
 
+def _torso_corners(joints: np.ndarray, camera: np.ndarray, flesh: float) -> list[tuple[float, float]]:
+    """Pixels of the torso's outline (left shoulder, right shoulder, right hip, left hip): the joints,
+    moved ``flesh`` mm outwards along the hips' line (the shoulders 0.4 of it, along theirs)."""
+    corners = []
+    for left, right, reach in (("l_shoulder", "r_shoulder", 0.4 * flesh), ("l_hip", "r_hip", flesh)):
+        lj, rj = joints[_JOINT[left]], joints[_JOINT[right]]
+        out = (lj - rj) / max(float(np.linalg.norm(lj - rj)), 1e-6) * reach
+        corners.append((lj + out, rj - out))
+    (ls, rs), (lh, rh) = corners
+    return [tuple(p) for p in _project(camera, np.stack([ls, rs, rh, lh])).tolist()]
+
+
 def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: dict,
-              rng: np.random.Generator) -> np.ndarray:  # fmt: skip
-    """A person in clothes drawn for this frame, lit by one directional light (SURREAL-like)."""
+              rng: np.random.Generator, flesh: float = 0.0) -> np.ndarray:  # fmt: skip
+    """A person in clothes drawn for this frame, lit by one directional light (SURREAL-like); the torso
+    ``flesh`` mm broader than the hips' joints on each side (``DomainStyle.flesh_mm``)."""
     size = img.shape[0]
     px_per_mm = (camera[0] / joints[:, 2]).tolist()
     J, P = [tuple(j) for j in joints.tolist()], [tuple(p) for p in pixels.tolist()]
@@ -780,9 +808,9 @@ def _draw_lit(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: n
     width = subject["width"]
     for _, kind, bone in _parts(joints, feet=True):
         if kind == "torso":
-            corners = [P[_JOINT[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
+            corners = _torso_corners(joints, camera, flesh)
             pts = np.round(np.array(corners) * 16).astype(np.int32)[None]
-            depth_px = 200 * width * scale  # a torso seen side-on is still ~20 cm deep
+            depth_px = (200 + flesh) * width * scale  # a torso seen side-on is still ~20 cm deep
             breadth = max(math.dist(corners[0], corners[1]), math.dist(corners[2], corners[3]), depth_px)
             cv2.fillPoly(canvas.label, pts, _TOP, cv2.LINE_8, 4)
             cv2.fillPoly(canvas.alpha, pts, 255, cv2.LINE_AA, 4)
@@ -839,9 +867,11 @@ def render(joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: 
     bodies only), far parts first, then the domain's camera effects."""
     img = _background(rng, size, style)
     if style.lit_bodies:
-        for other_joints, other_pixels, other_subject in others:
-            img = _draw_lit(img, other_joints, camera, other_pixels, other_subject, rng)
-        img = _draw_lit(img, joints, camera, pixels, subject, rng)
+        # Drawn only where set, so that other frames keep their draws.
+        flesh = [rng.uniform(*style.flesh_mm) if any(style.flesh_mm) else 0.0 for _ in range(len(others) + 1)]
+        for (other_joints, other_pixels, other_subject), reach in zip(others, flesh):
+            img = _draw_lit(img, other_joints, camera, other_pixels, other_subject, rng, reach)
+        img = _draw_lit(img, joints, camera, pixels, subject, rng, flesh[-1])
     else:
         _draw_flat(img, joints, camera, pixels, subject, style, rng)
     if style.colour_cast:
