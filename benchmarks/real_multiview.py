@@ -177,6 +177,7 @@ def score(
         turned = np.isfinite(facing)  # the poses with hips and shoulders triangulated
         flipped = facing[turned] > 90
         people, seen_as = np.asarray(people)[turned], true_view(truth[turned])
+        histogram = np.histogram(facing[turned], bins=np.arange(0, 181, 30))[0]
         results[method] = {
             **{key: value for key, value in summary.items() if key not in ("per_joint", "per_action")},
             "consistency_mm": float(np.mean(spread)),
@@ -186,9 +187,7 @@ def score(
             # Where the flips lie: by person, and by how the person truly faces the camera.
             "facing_flipped_by_person": shares(flipped, people),
             "facing_flipped_by_true_view": shares(flipped, seen_as),
-            "facing_angle_histogram_30deg": np.histogram(facing[turned], bins=np.arange(0, 181, 30))[
-                0
-            ].tolist(),
+            "facing_angle_histogram_30deg": histogram.tolist(),
             "across_body_mm": {"predicted": across_body(pred, valid), "true": across_body(truth, valid)},
             "mpjpe_best_scale": best_scale_mpjpe(pred, truth, valid),
             "bone_mm_median": bone_medians(pred, valid),
