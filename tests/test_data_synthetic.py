@@ -298,7 +298,7 @@ def test_a_lower_contrast_flattens_the_frame_about_mid_grey_and_keeps_the_rest()
 
 def test_flesh_broadens_the_torso_beyond_the_joints_and_is_drawn_only_where_set():
     """``flesh_mm`` moves the torso's outline out along the hips' line (the shoulders 0.4 as far), so
-    the lit torso covers more of the frame; (0, 0), the domains' own, draws it between the joints."""
+    the torso covers more of the frame; (0, 0), the domains' own, draws it between the joints."""
     subject, rng = syn._subject(1), np.random.default_rng(5)
     style = syn.STYLES["synthetic-source"]
     joints, camera, pixels = syn.place(syn.pose("standing", subject, rng), style, rng, 256)
@@ -324,8 +324,12 @@ def test_flesh_broadens_the_torso_beyond_the_joints_and_is_drawn_only_where_set(
     )
     with pytest.raises(ValueError, match="flesh_mm must be a range"):
         dataclasses.replace(style, flesh_mm=(50.0, 20.0))
-    with pytest.raises(ValueError, match="flesh_mm needs lit_bodies"):
-        dataclasses.replace(syn.STYLES["synthetic-real"], flesh_mm=(40.0, 110.0))
+    flat = syn.STYLES["synthetic-real"]
+    fleshed = dataclasses.replace(flat, flesh_mm=(100.0, 100.0), blur_sigma=(0, 0), noise_std=(0, 0))
+    flat = dataclasses.replace(flat, blur_sigma=(0, 0), noise_std=(0, 0))
+    for index in range(3):  # the flat renderer's torso too; same people, poses and camera
+        a, b = (syn.render_frame("synthetic-real", "train", index, style=st) for st in (flat, fleshed))
+        assert np.array_equal(a["joints_2d"], b["joints_2d"]) and a["image"] != b["image"]
 
 
 def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankles():

@@ -105,8 +105,8 @@ class DomainStyle:
     # The camera's contrast about mid-grey, drawn per frame: below 1 a flat, hazy exposure that keeps
     # what the frame shows. Both domains keep 1; the benchmarks draw targets with less.
     contrast: tuple[float, float] = (1.0, 1.0)
-    # Lit bodies only: how far the torso reaches beyond the hip joints on each side, in mm, drawn per
-    # person; the shoulders get 0.4 of it. (0, 0) draws the torso between the joints, as narrow as a
+    # How far the torso reaches beyond the hip joints on each side, in mm, drawn per person; the
+    # shoulders get 0.4 of it. (0, 0) draws the torso between the joints, as narrow as a
     # skeleton: real hips are about twice as broad as the joints' centres (a trochanter ~8 cm out).
     flesh_mm: tuple[float, float] = (0.0, 0.0)
 
@@ -120,8 +120,6 @@ class DomainStyle:
             raise ValueError(f"contrast must be a range (low, high), 0 < low <= high: got {self.contrast}")
         if not 0 <= self.flesh_mm[0] <= self.flesh_mm[1]:
             raise ValueError(f"flesh_mm must be a range (low, high), 0 <= low <= high: got {self.flesh_mm}")
-        if any(self.flesh_mm) and not self.lit_bodies:
-            raise ValueError("flesh_mm needs lit_bodies: the flat renderer draws its torso its own way")
 
 
 STYLES = {
@@ -578,15 +576,16 @@ def _toe(joints: np.ndarray, bone: tuple[int, int], length: float) -> tuple[floa
 
 
 def _draw_flat(img: np.ndarray, joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: dict,
-               style: DomainStyle, rng: np.random.Generator) -> None:  # fmt: skip
+               style: DomainStyle, rng: np.random.Generator, flesh: float = 0.0) -> None:  # fmt: skip
     """The subject's fixed colours, flat (optionally rimmed) or rim-and-highlight shaded, with stripes;
-    with ``style.facing_cues``, shoes and the back of the head."""
+    with ``style.facing_cues``, shoes and the back of the head; the torso ``flesh`` mm broader than the
+    hips' joints on each side (``DomainStyle.flesh_mm``)."""
     # Only flat-shaded styles draw for an outline, so the shaded domain's frames do not depend on it.
     rim = style.outline_probability
     outlined = not style.shaded and bool(rim and rng.random() < rim)
     top, bottom, skin, hair = (c.tolist() for c in subject["colours"])
     px_per_mm = camera[0] / joints[:, 2]  # at each joint's depth
-    torso = np.array([pixels[_JOINT[n]] for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")])
+    torso = np.array(_torso_corners(joints, camera, flesh))
     for _, kind, bone in _parts(joints, feet=style.facing_cues):
         if kind == "torso":
             pts = np.round(torso * 16).astype(np.int32)
@@ -866,14 +865,14 @@ def render(joints: np.ndarray, camera: np.ndarray, pixels: np.ndarray, subject: 
     """Draw the person over a background (behind them ``others``, ``(joints, pixels, subject)`` each, lit
     bodies only), far parts first, then the domain's camera effects."""
     img = _background(rng, size, style)
+    # Drawn only where set, so that other frames keep their draws.
+    flesh = [rng.uniform(*style.flesh_mm) if any(style.flesh_mm) else 0.0 for _ in range(len(others) + 1)]
     if style.lit_bodies:
-        # Drawn only where set, so that other frames keep their draws.
-        flesh = [rng.uniform(*style.flesh_mm) if any(style.flesh_mm) else 0.0 for _ in range(len(others) + 1)]
         for (other_joints, other_pixels, other_subject), reach in zip(others, flesh):
             img = _draw_lit(img, other_joints, camera, other_pixels, other_subject, rng, reach)
         img = _draw_lit(img, joints, camera, pixels, subject, rng, flesh[-1])
     else:
-        _draw_flat(img, joints, camera, pixels, subject, style, rng)
+        _draw_flat(img, joints, camera, pixels, subject, style, rng, flesh[-1])
     if style.colour_cast:
         img = np.clip(img * (1 + rng.uniform(-style.colour_cast, style.colour_cast, 3)), 0, 255).astype(
             np.uint8
