@@ -8,8 +8,11 @@ self-training closes, beside the target as rendered.
     python benchmarks/target_variants.py --targets low-contrast --json docs/results/low_contrast_target.json
     python benchmarks/target_variants.py --targets as-rendered \
         --init-checkpoint runs/source-12ep/pretrain/model.pt --json docs/results/source_12_epochs_target.json
+    python jobs/prepare_data.py synthetic --domain synthetic-source --split train --n 6000 \
+        --style 'flesh_mm=[40,110]' --out runs/flesh/synthetic-source-train-n6000-flesh40-110
     python benchmarks/target_variants.py --targets fleshed --storage runs/tv_fleshed \
-        --init-checkpoint runs/flesh/source-flesh/pretrain/model.pt --json docs/results/fleshed_target.json
+        --init-checkpoint runs/flesh/source-flesh/pretrain/model.pt \
+        --source runs/flesh/synthetic-source-train-n6000-flesh40-110 --json docs/results/fleshed_target.json
 
 The targets (``TARGETS``): the benchmark's as rendered, whose flat bodies look alike from the front
 and the back; ``facing-cues``, the same bodies with the back of the head drawn as hair when a body
@@ -27,7 +30,8 @@ choice of benchmark is not made on it. Each target goes through ``jobs/experimen
 configs/experiments/bench.yaml`` (the tables' command) with one seed and Table 1's methods alone; its
 run and report are under ``--storage``. ``--init-checkpoint`` starts every method from another
 source model than the shipped one (the bench's ``init_checkpoint``), to see whether a stronger one
-changes the share of the gap self-training closes.
+changes the share of the gap self-training closes; ``--source`` gives the adapting methods the
+labeled source that model was trained on, where it is not the bench's.
 """
 
 from __future__ import annotations
@@ -75,10 +79,17 @@ def write_target(out: Path, style: DomainStyle, frames: int = 5000, scored: int 
 
 
 def table1(
-    storage: Path, name: str, target: Path, scored: Path, seed: int, init_checkpoint: str | None = None
+    storage: Path,
+    name: str,
+    target: Path,
+    scored: Path,
+    seed: int,
+    init_checkpoint: str | None = None,
+    source: str | None = None,
 ) -> dict:
     """Table 1 of one seed on ``target``, scored on ``scored``: ``jobs/experiments.py``'s rows by method,
-    every method starting from ``init_checkpoint`` where given (else the bench's, the shipped model)."""
+    every method starting from ``init_checkpoint`` where given (else the bench's, the shipped model),
+    adapting with ``source`` as the labeled source where given (else the bench's)."""
     command = [
         sys.executable, "jobs/experiments.py", "--config", "configs/experiments/bench.yaml",
         "--storage", str(storage), "--run-name", name, "--target", str(target), "--test", str(scored),
@@ -86,6 +97,8 @@ def table1(
     ]  # fmt: skip
     if init_checkpoint:
         command += ["--init-checkpoint", init_checkpoint]
+    if source:
+        command += ["--source", source]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
     results = json.loads((storage / name / "results.json").read_text())
@@ -104,16 +117,19 @@ def main() -> None:
     parser.add_argument(
         "--init-checkpoint", help="the source model every method starts from (default: the shipped one)"
     )
+    parser.add_argument(
+        "--source", help="the labeled source the adapting methods train on (default: the bench's)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.storage.mkdir(parents=True)
     results = {}
     for name in args.targets:
         target, scored = write_target(args.storage / "data" / name, TARGETS[name])
-        rows = table1(args.storage, name, target, scored, args.seed, args.init_checkpoint)
+        rows = table1(args.storage, name, target, scored, args.seed, args.init_checkpoint, args.source)
         ratio = rows["only-source"]["mpjpe"] / rows["only-target"]["mpjpe"]
         results[name] = {"rows": rows, "only_source_over_only_target": ratio}
-    print_json({"seed": args.seed, "init_checkpoint": args.init_checkpoint,
+    print_json({"seed": args.seed, "init_checkpoint": args.init_checkpoint, "source": args.source,
                 "subjects": {"target": TARGET_SUBJECTS, "scored": SCORED_SUBJECTS},
                 "targets": results}, args.json)  # fmt: skip
 
