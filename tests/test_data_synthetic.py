@@ -296,7 +296,7 @@ def test_a_lower_contrast_flattens_the_frame_about_mid_grey_and_keeps_the_rest()
         dataclasses.replace(plain, contrast=(0.0, 0.5))
 
 
-def test_flesh_broadens_the_torso_beyond_the_joints_and_is_drawn_only_where_set():
+def test_flesh_broadens_the_torso_beyond_the_joints():
     """``flesh_mm`` moves the torso's outline out along the hips' line (the shoulders 0.4 as far), so
     the torso covers more of the frame; (0, 0), the domains' own, draws it between the joints."""
     subject, rng = syn._subject(1), np.random.default_rng(5)
@@ -317,11 +317,6 @@ def test_flesh_broadens_the_torso_beyond_the_joints_and_is_drawn_only_where_set(
         return int((drawn.max(axis=2) > 0).sum())
 
     assert person_pixels(100.0) > person_pixels(0.0) + 250  # 505 more here, the arms hiding some
-    plain = syn.render_frame("synthetic-source", "train", 0)
-    assert (
-        syn.render_frame("synthetic-source", "train", 0, style=dataclasses.replace(style))["image"]
-        == plain["image"]
-    )
     with pytest.raises(ValueError, match="flesh_mm must be a range"):
         dataclasses.replace(style, flesh_mm=(50.0, 20.0))
     flat = syn.STYLES["synthetic-real"]
