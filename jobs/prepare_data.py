@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import yaml
-
 from dfa_ray import storage
 from dfa_ray.cli import exit_code
+from dfa_ray.config import apply_overrides
 from dfa_ray.data import h36m, mpii, multiview, preview, surreal, synthetic, video
 from dfa_ray.data.crop import CropSpec
 from dfa_ray.data.records import MiB, dataset_files, read_records, read_records_with_report, write_records
@@ -123,14 +122,12 @@ def domain_style(domain: str, overrides: list[str]) -> synthetic.DomainStyle | N
     if not overrides:
         return None
     fields = {field.name for field in dataclasses.fields(synthetic.DomainStyle)}
-    changes = {}
     for item in overrides:
-        field, sep, text = item.partition("=")
-        if not sep or field not in fields:
+        if item.partition("=")[0] not in fields:
             raise ValueError(f"--style {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-        value = yaml.safe_load(text)
-        changes[field] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(synthetic.STYLES[domain], **changes)
+    changes = apply_overrides({}, overrides)
+    ranges = {field: tuple(value) if isinstance(value, list) else value for field, value in changes.items()}
+    return dataclasses.replace(synthetic.STYLES[domain], **ranges)
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:

@@ -203,10 +203,8 @@ def test_real_multiview_scores_every_method(tmp_path):
         assert 0.0 <= scores["facing_flipped_share"] <= 1.0
         by_person, by_view = scores["facing_flipped_by_person"], scores["facing_flipped_by_true_view"]
         assert set(by_person) <= {"0", "1"} and set(by_view) <= {"towards", "away", "side"}
-        for split in (
-            by_person,
-            by_view,
-        ):  # each split covers every turned pose once, its shares averaging to the whole
+        # Each split covers every turned pose once, its shares averaging to the whole.
+        for split in (by_person, by_view):
             poses = sum(group["poses"] for group in split.values())
             assert poses == sum(scores["facing_angle_histogram_30deg"])
             flipped = sum(group["share"] * group["poses"] for group in split.values())
