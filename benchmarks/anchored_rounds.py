@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfa_ray import storage
 from dfa_ray.cli import print_json
 from dfa_ray.config import load_config
 from dfa_ray.driver import resolve_data
 from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, pretrain_trial
+from dfa_ray.method import checkpoints
 from dfa_ray.method.pseudo_label import PseudoLabels, anchor_2d
 
 
@@ -64,7 +66,11 @@ def trial(
     config = load_config(config_path, overrides)
     log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
     data = TrialData.load(*resolve_data(config, log), config.model.input_size)
-    _, pretrained = pretrain_trial(data, config, seed, log)
+    if config.init_checkpoint:
+        # Its bytes as stored: pretrain_trial would score it on the test frames, as round 0 does below.
+        pretrained = storage.read_bytes(checkpoints.checkpoint_file(config.init_checkpoint))
+    else:
+        _, pretrained = pretrain_trial(data, config, seed, log)
     backend_class = AnchoredRounds if anchored else InMemoryRounds
     result, model = adapt_trial(
         method, data, config, seed, pretrained, log, backend_class=backend_class, first_round=first_round

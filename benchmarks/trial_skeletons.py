@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from dfa_ray import storage
-from dfa_ray.experiments import example_frames
+from dfa_ray.experiments import example_frames, example_rows
 from dfa_ray.method import checkpoints
-from dfa_ray.method.fitting import load_frames, predict_mm, subset_frames
+from dfa_ray.method.fitting import LOAD_COLUMNS, Frames, predict_mm
 from dfa_ray.report import example_frames as decode_examples
 from dfa_ray.report import skeleton_figure
 
@@ -48,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             groups.setdefault(trial["method"], []).append(trial)
     frame_ids = next(iter(groups.values()))[0]["examples"]["frame_ids"]
     model, _ = checkpoints.load(args.source)
-    test = load_frames(args.test, model.config.input_size)
-    index = np.array([test.frame_ids.index(f) for f in frame_ids])
-    source = predict_mm(model, subset_frames(test, index)).round(1).tolist()
+    rows = example_rows(args.test, frame_ids, LOAD_COLUMNS)
+    source = predict_mm(model, Frames.from_rows(rows, model.config.input_size)).round(1).tolist()
     groups["only-source"] = [{"examples": {"frame_ids": frame_ids, "joints_mm": source}}]
-    images, truth = decode_examples({"examples": example_frames(args.test, frame_ids)})
+    images, truth = decode_examples({"examples": example_frames(rows)})
     figure = skeleton_figure(groups, images, truth)
     if args.out.suffix.lower() in (".jpg", ".jpeg"):
         # The committed figures are JPEG, where a PNG would be megabytes.

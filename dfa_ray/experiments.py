@@ -42,6 +42,7 @@ import torch
 
 from dfa_ray.config import Config
 from dfa_ray.data.records import read_records
+from dfa_ray.data.schema import table_to_rows
 from dfa_ray.method import checkpoints, metrics
 from dfa_ray.method.dann import DANNNet, dann_fit
 from dfa_ray.method.fitting import (
@@ -141,21 +142,28 @@ def _evaluate(model: PoseModel, data: TrialData, round_index: int, **extra: obje
     return {"round": round_index, **evaluate(model, data.test, mean_pose=data.mean_pose), **extra}
 
 
-def example_frames(test_uri: str, frame_ids: list[str]) -> dict:
-    """The example test frames as ``results.json`` carries them: their crops (the stored PNG/JPEG
-    bytes, base64) and true joints (mm), so the report redraws from ``results.json`` alone."""
-    table = read_records(test_uri, columns=["frame_id", "image", "joints_3d"])
+def example_rows(test_uri: str, frame_ids: list[str], columns: list[str]) -> list[dict]:
+    """The test split's rows of ``frame_ids`` (``schema.table_to_rows``), in that order, with ``columns``
+    (``frame_id`` among them)."""
+    table = read_records(test_uri, columns=columns)
     rows = {
         row["frame_id"]: row
-        for row in table.filter(pc.is_in(table["frame_id"], value_set=pa.array(frame_ids))).to_pylist()
+        for row in table_to_rows(table.filter(pc.is_in(table["frame_id"], value_set=pa.array(frame_ids))))
     }
     missing = sorted(set(frame_ids) - set(rows))
     if missing:
         raise ValueError(f"{test_uri} lacks the example frames {missing}")
+    return [rows[f] for f in frame_ids]
+
+
+def example_frames(rows: list[dict]) -> dict:
+    """The example test frames as ``results.json`` carries them, from their ``example_rows``: their
+    crops (the stored PNG/JPEG bytes, base64) and true joints (mm), so the report redraws from
+    ``results.json`` alone."""
     return {
-        "frame_ids": frame_ids,
-        "images": [base64.b64encode(rows[f]["image"]).decode("ascii") for f in frame_ids],
-        "joints_3d": [rows[f]["joints_3d"] for f in frame_ids],
+        "frame_ids": [row["frame_id"] for row in rows],
+        "images": [base64.b64encode(row["image"]).decode("ascii") for row in rows],
+        "joints_3d": [np.asarray(row["joints_3d"]).ravel().tolist() for row in rows],
     }
 
 

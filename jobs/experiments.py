@@ -36,6 +36,7 @@ from dfa_ray.experiments import (
     adapting_methods,
     example_frames,
     example_index,
+    example_rows,
     markdown,
     pretrain_trial,
     table,
@@ -125,6 +126,7 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
         scores = describe(result["rounds"][-1])
         log(f"trial {len(results)}/{total}: {method} seed {seed}  {scores}  ({result['seconds']:.0f} s)")
 
+    example_ids = [frames.test.frame_ids[i] for i in example_index(frames.test, config.experiments.examples)]
     summary = {
         "table1": table(results, list(TABLE1), config),
         "table2": table(results, table2_methods(config), config),
@@ -136,9 +138,7 @@ def run_trials(config: Config, run: RunDir, resume: bool, log: Callable[[str], N
             "test": portable(test),
         },
         # The skeleton figure's test frames, crops included: the report needs no data set.
-        "examples": example_frames(
-            test, [frames.test.frame_ids[i] for i in example_index(frames.test, config.experiments.examples)]
-        ),
+        "examples": example_frames(example_rows(test, example_ids, ["frame_id", "image", "joints_3d"])),
         "trials": sorted(results, key=lambda r: (r["method"], r["seed"])),
     }
     storage.write_bytes(storage.join(run.root, "results.json"), json.dumps(summary, indent=1).encode())

@@ -1,5 +1,6 @@
 """The experiments report redraws from ``results.json`` alone: no test data set, no trials."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,9 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from dfa_ray.data import synthetic
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.records import write_records
-from dfa_ray.experiments import example_frames
+from dfa_ray.experiments import example_frames, example_rows
+from dfa_ray.method.fitting import LOAD_COLUMNS, Frames, load_frames, subset_frames
 from dfa_ray.report import FIGURES, _round_curves
 from dfa_ray.report import example_frames as report_examples
 from tests.helpers import load_job, make_rows
@@ -23,7 +26,8 @@ def test_example_frames_carry_the_stored_crops_and_true_joints_through_json(tmp_
     rows = make_rows(8)
     write_records(rows, tmp_path / "test")
     wanted = ["f0006", "f0000", "f0002"]  # the figure's order, not the data set's
-    results = json.loads(json.dumps({"examples": example_frames(str(tmp_path / "test"), wanted)}))
+    picked = example_rows(str(tmp_path / "test"), wanted, ["frame_id", "image", "joints_3d"])
+    results = json.loads(json.dumps({"examples": example_frames(picked)}))
     images, truth = report_examples(results)
     assert list(images) == wanted
     for frame_id in wanted:
@@ -31,7 +35,19 @@ def test_example_frames_carry_the_stored_crops_and_true_joints_through_json(tmp_
         np.testing.assert_array_equal(images[frame_id], decode_image(row["image"]))
         np.testing.assert_array_equal(truth[frame_id], row["joints_3d"])
     with pytest.raises(ValueError, match=r"lacks the example frames \['nope'\]"):
-        example_frames(str(tmp_path / "test"), ["f0000", "nope"])
+        example_rows(str(tmp_path / "test"), ["f0000", "nope"], ["frame_id"])
+
+
+def test_example_rows_decode_as_the_whole_split_does(tmp_path):
+    # trial_skeletons.py predicts the examples from these rows alone, without reading the split whole.
+    rows = list(synthetic.generate("synthetic-real", "test", 6, crop_size=32))
+    write_records(rows, tmp_path / "test")
+    wanted = [rows[5]["frame_id"], rows[1]["frame_id"]]
+    picked = Frames.from_rows(example_rows(str(tmp_path / "test"), wanted, LOAD_COLUMNS), 32)
+    whole = load_frames(str(tmp_path / "test"), 32)
+    expected = subset_frames(whole, np.array([whole.frame_ids.index(f) for f in wanted]))
+    for field in dataclasses.fields(Frames):
+        np.testing.assert_array_equal(getattr(picked, field.name), getattr(expected, field.name), field.name)
 
 
 def test_the_committed_report_redraws_where_its_data_does_not_exist(tmp_path, monkeypatch):

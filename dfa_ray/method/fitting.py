@@ -362,10 +362,13 @@ def evaluate(
     return metrics.summarize(pred, subset.joints_3d, subset.actions, mean_pose=mean_pose)
 
 
+# The columns ``Frames.from_rows`` decodes.
+LOAD_COLUMNS = ["frame_id", "image", "joints_2d", "joints_3d", "camera", "action", "joints_valid"]
+
+
 def load_frames(uri: str, input_size: int) -> Frames:
     """Read and decode a whole schema-v1 dataset (for evaluation sets that fit in memory)."""
-    columns = ["frame_id", "image", "joints_2d", "joints_3d", "camera", "action", "joints_valid"]
-    return Frames.from_rows(table_to_rows(read_records(uri, columns=columns)), input_size)
+    return Frames.from_rows(table_to_rows(read_records(uri, columns=LOAD_COLUMNS)), input_size)
 
 
 def dataset_mean_pose(uris: Sequence[str]) -> np.ndarray | None:
