@@ -25,6 +25,7 @@ import pydantic
 import yaml
 
 from dfa_ray import bounds
+from dfa_ray.data import synthetic
 from dfa_ray.method.dann import DANNConfig
 from dfa_ray.method.fitting import AdaptConfig, TrainConfig
 from dfa_ray.method.inference import InferenceConfig
@@ -70,16 +71,32 @@ class DataConfig:
     detect_2d_min_found: float | None = 0.8
     test: str | None = None  # target-domain frames with joints_3d, for MPJPE
     synthetic_source_frames: int = 6000
+    # The synthetic source: one rendering of synthetic_source_frames frames per entry, the same people
+    # and poses, each drawn with these DomainStyle fields changed ({}: as the domain draws them), e.g.
+    # [{}, {flesh_mm: [40, 110]}]: torsos between the joints and fuller ones (configs/source_model.yaml).
+    synthetic_source_styles: tuple[dict[str, Any], ...] = ({},)
     synthetic_target_frames: int = 4000
     synthetic_test_frames: int = 1000
     synthetic_seed: int = 0
     synthetic_crop_size: int = 128
+
+    @property
+    def synthetic_source_total(self) -> int:
+        """Frames of the synthetic source, every rendering of it together."""
+        return self.synthetic_source_frames * len(self.synthetic_source_styles)
 
     def __post_init__(self) -> None:
         # An empty split would only fail later, inside a stage, as a dataset without rows.
         bounds.at_least(
             self, 1, "synthetic_source_frames", "synthetic_target_frames", "synthetic_test_frames"
         )
+        if not self.synthetic_source_styles:
+            raise bounds.FieldError("synthetic_source_styles", "must hold at least one style ({}: as drawn)")
+        for changes in self.synthetic_source_styles:
+            try:
+                synthetic.restyled("synthetic-source", changes)
+            except (TypeError, ValueError) as exc:
+                raise bounds.FieldError("synthetic_source_styles", f"{changes!r}: {exc}") from None
         found = self.detect_2d_min_found
         if found is not None and not 0.0 <= found <= 1.0:  # NaN fails this too
             raise bounds.FieldError("detect_2d_min_found", f"must be in [0, 1] or null, got {found!r}")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,34 +43,50 @@ from dfa_ray.ops.rundir import RunDir
 from dfa_ray.stages import detect, evaluate, label, train
 
 Log = Callable[[str], None]
+Style = Mapping[str, Any]  # DomainStyle fields changed: data.synthetic_source_styles' entries
 
 # Keys a resumed run may change: raising the failed-frame limit after a round failed on it is how
 # that round is continued, and the limit changes no committed output.
 RESUMABLE_KEYS = ("label.max_error_fraction",)
 
 
-def synthetic_name(domain: str, split: str, n: int, data: DataConfig) -> str:
-    """The folder name of a rendered synthetic split (the renderer version included: no stale caches)."""
+def synthetic_name(domain: str, split: str, n: int, data: DataConfig, changes: Style | None = None) -> str:
+    """The folder name of a rendered synthetic split (the renderer version included: no stale caches;
+    a style's changes too, ``synthetic.style_tag``)."""
     version = synthetic.RENDERER_VERSION
-    return f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}-v{version}"
+    tag = synthetic.style_tag(changes or {})
+    name = f"{domain}-{split}-n{n}-seed{data.synthetic_seed}-px{data.synthetic_crop_size}-v{version}"
+    return f"{name}-{tag}" if tag else name
 
 
-def synthetic_uri(storage_uri: str, domain: str, split: str, n: int, data: DataConfig) -> str:
+def synthetic_uri(
+    storage_uri: str, domain: str, split: str, n: int, data: DataConfig, changes: Style | None = None
+) -> str:
     """Where a rendered synthetic split lives: ``<storage>/data/<synthetic_name>``."""
-    return storage.join(storage_uri, "data", synthetic_name(domain, split, n, data))
+    return storage.join(storage_uri, "data", synthetic_name(domain, split, n, data, changes))
 
 
-def synthetic_dataset(storage_uri: str, domain: str, split: str, n: int, config: Config, log: Log) -> str:
-    """``synthetic_uri``, rendered on first use; a marker file says it is complete."""
+def synthetic_dataset(
+    storage_uri: str, domain: str, split: str, n: int, config: Config, log: Log, changes: Style | None = None
+) -> str:
+    """``synthetic_uri``, rendered on first use (in the domain's style with ``changes``); a marker file
+    says it is complete."""
     data = config.data
-    uri = synthetic_uri(storage_uri, domain, split, n, data)
+    uri = synthetic_uri(storage_uri, domain, split, n, data, changes)
     marker = storage.join(uri, "_COMPLETE")
     if storage.exists(marker):
         return uri
     storage.remove_tree(uri)  # a partial dataset from an interrupted run
     start = time.perf_counter()
+    style = synthetic.restyled(domain, changes) if changes else None
     frames = synthetic.generate(
-        domain, split, n, data.synthetic_seed, data.synthetic_crop_size, workers=min(4, os.cpu_count() or 1)
+        domain,
+        split,
+        n,
+        data.synthetic_seed,
+        data.synthetic_crop_size,
+        workers=min(4, os.cpu_count() or 1),
+        style=style,
     )
     write_records(frames, uri)
     storage.write_bytes(marker, b"")
@@ -83,7 +100,7 @@ def source_2d_mix(data: DataConfig, log: Log) -> list[str]:
     if not data.source_2d or data.source_2d_share is None:
         return list(data.source_2d)
     share = data.source_2d_share
-    frames_3d = sum(map(check_frame_ids, data.source)) if data.source else data.synthetic_source_frames
+    frames_3d = sum(map(check_frame_ids, data.source)) if data.source else data.synthetic_source_total
     frames_2d = sum(map(check_frame_ids, data.source_2d))
     copies = max(1, round(share / max(1.0 - share, 1e-9) * frames_3d / frames_2d))
     log(
@@ -98,7 +115,10 @@ def resolve_data(config: Config, log: Log) -> tuple[list[str], str, str]:
     """Source, target and test URIs: the config's, or the synthetic benchmark's (generated if absent)."""
     data, root = config.data, config.storage
     source = list(data.source) or [
-        synthetic_dataset(root, "synthetic-source", "train", data.synthetic_source_frames, config, log)
+        synthetic_dataset(
+            root, "synthetic-source", "train", data.synthetic_source_frames, config, log, changes
+        )
+        for changes in data.synthetic_source_styles
     ]
     source += source_2d_mix(data, log)
     target = data.target or synthetic_dataset(
@@ -150,7 +170,7 @@ def check_inputs(config: Config, ray_train: bool = True) -> None:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     data = config.data
-    source = sum(check_frame_ids(uri) for uri in data.source) if data.source else data.synthetic_source_frames
+    source = sum(check_frame_ids(uri) for uri in data.source) if data.source else data.synthetic_source_total
     for uri in data.source_2d:
         source += check_frame_ids(uri)
         labels = read_records(uri, columns=["joints_2d", "joints_3d"], validate=False)

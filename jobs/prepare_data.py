@@ -125,9 +125,7 @@ def domain_style(domain: str, overrides: list[str]) -> synthetic.DomainStyle | N
     for item in overrides:
         if item.partition("=")[0] not in fields:
             raise ValueError(f"--style {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-    changes = apply_overrides({}, overrides)
-    ranges = {field: tuple(value) if isinstance(value, list) else value for field, value in changes.items()}
-    return dataclasses.replace(synthetic.STYLES[domain], **ranges)
+    return synthetic.restyled(domain, apply_overrides({}, overrides))
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:

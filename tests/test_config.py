@@ -12,7 +12,9 @@ from dfa_ray.config import Config, ConfigError, differences, from_dict, load_con
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "paper.yaml", "cc_ssl_views.yaml"])
+@pytest.mark.parametrize(
+    "name", ["smoke.yaml", "demo.yaml", "paper.yaml", "cc_ssl_views.yaml", "source_model.yaml"]
+)
 def test_shipped_configs_load_and_round_trip(name):
     config = load_config(REPO / "configs" / name)
     assert from_dict(load_yaml_text(to_yaml(config))) == config
@@ -39,6 +41,12 @@ def test_overrides_are_typed_and_applied_after_the_file(tmp_path):
         (["adapt.augment_ranges.flip_probability=2"], "adapt.augment_ranges.flip_probability must be in"),
         (["data.source_2d_share=1"], r"data.source_2d_share must be in \(0, 1\) or null, got 1.0"),
         (["data.detect_2d_min_found=1.5"], r"data.detect_2d_min_found must be in \[0, 1\] or null, got 1.5"),
+        (["data.synthetic_source_styles=[]"], "data.synthetic_source_styles must hold at least one style"),
+        (["data.synthetic_source_styles=[{flesh: [4, 9]}]"], "no DomainStyle field 'flesh': expected one of"),
+        (
+            ["data.synthetic_source_styles=[{}, {flesh_mm: [9, 4]}]"],
+            r"\{'flesh_mm': \[9, 4\]\}: flesh_mm must be a range",
+        ),
         (["rounds=many"], "rounds: Input should be a valid integer"),
         (["model.block=dense"], "model.block must be one of"),
         (["policy=60%,5%"], "policy must be three"),

@@ -365,3 +365,31 @@ def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankle
     assert seen == {True, False}
     with pytest.raises(ValueError, match="facing_cues is for flat bodies"):
         dataclasses.replace(syn.STYLES["synthetic-source"], facing_cues=True)
+
+
+def test_the_source_is_rendered_once_per_configured_style_with_the_same_people(tmp_path):
+    """``data.synthetic_source_styles``: one dataset per entry, named by its changes (a cache of one
+    style is never read as another's), the same frames and labels in each, drawn differently."""
+    from dfa_ray.config import load_config
+    from dfa_ray.data.records import read_records
+    from dfa_ray.driver import resolve_data
+
+    sizes = ["data.synthetic_source_frames=6", "data.synthetic_target_frames=2",
+             "data.synthetic_test_frames=2", "data.synthetic_crop_size=64"]  # fmt: skip
+    styles = "data.synthetic_source_styles=[{}, {flesh_mm: [100, 110]}]"
+    overrides = [*sizes, f"storage={tmp_path}", styles]
+    config = load_config(None, overrides)
+    assert config.data.synthetic_source_total == 12
+    source, _, _ = resolve_data(config, lambda line: None)
+    assert [Path(uri).name.split("-v")[-1] for uri in source] == [
+        str(syn.RENDERER_VERSION),
+        f"{syn.RENDERER_VERSION}-flesh_mm100-110",
+    ]
+    plain, fleshed = (read_records(uri).to_pylist() for uri in source)
+    assert [r["frame_id"] for r in plain] == [r["frame_id"] for r in fleshed]
+    assert all(a["joints_3d"] == b["joints_3d"] for a, b in zip(plain, fleshed))
+    assert all(a["image"] != b["image"] for a, b in zip(plain, fleshed))
+    style = syn.restyled("synthetic-source", {"flesh_mm": [100, 110]})
+    assert (
+        fleshed[0]["image"] == syn.render_frame("synthetic-source", "train", 0, 0, 64, style=style)["image"]
+    )

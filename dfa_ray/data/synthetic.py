@@ -32,7 +32,7 @@ import csv
 import functools
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -176,6 +176,26 @@ LOOKS = {
 def swapped(domain: str, other: str, fields: tuple[str, ...]) -> DomainStyle:
     """``domain``'s style with ``fields`` taken from ``other``'s."""
     return replace(STYLES[domain], **{f: getattr(STYLES[other], f) for f in fields})
+
+
+def restyled(domain: str, changes: Mapping[str, object]) -> DomainStyle:
+    """``domain``'s style with some fields changed (lists become ranges, as YAML gives them); a field
+    the style lacks is named with the ones it has."""
+    fields = sorted(STYLES[domain].__dataclass_fields__)
+    unknown = [name for name in changes if name not in fields]
+    if unknown:
+        raise ValueError(f"no DomainStyle field {', '.join(map(repr, unknown))}: expected one of {fields}")
+    ranges = {name: tuple(value) if isinstance(value, list) else value for name, value in changes.items()}
+    return replace(STYLES[domain], **ranges)
+
+
+def style_tag(changes: Mapping[str, object]) -> str:
+    """A file-name tag for a style's changes, e.g. ``flesh_mm40-110`` ("" for none)."""
+
+    def value(v: object) -> str:
+        return "-".join(f"{x:g}" for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    return "-".join(f"{name}{value(v)}" for name, v in sorted(changes.items()))
 
 
 def _subject(number: int) -> dict:
