@@ -5,7 +5,7 @@
     python jobs/demo.py --pretrain           # first redo the shipped source model (models/source/)
 
 The demo starts from the source model in ``models/source/`` (``init_checkpoint`` in
-configs/demo.yaml): pretraining it takes ~13 minutes on 2 cores, which with the demo is past the
+configs/demo.yaml): pretraining it takes ~22 minutes on 2 cores, which with the demo is past the
 demo's 15-minute budget. With ``--pretrain`` the demo first submits ``jobs/pretrain.py --config
 configs/source_model.yaml`` to the same cluster and replaces ``models/source/`` with its result
 (model, resolved config, metrics, the commit it came from), then runs the driver from it.
