@@ -16,7 +16,13 @@ Per checkpoint, with each frame's true root depth (the evaluation's protocol):
   predicted and true;
 - **pull towards the mean pose**: per axis (x right, y down, z forward), the least-squares slope of the
   predicted joints' offsets from the checkpoint's mean pose on the true offsets (1 follows the truth,
-  0 predicts the mean pose), and the poses' mean distance from their own mean, predicted and true.
+  0 predicts the mean pose), and the poses' mean distance from their own mean, predicted and true;
+- with ``--mode-radii``, **hedging**: all of the above again with each heatmap read about its strongest
+  cell (``soft_argmax`` over the ``(2r+1)²`` cells around it) instead of over the whole map. Where the
+  model cannot tell the left leg from the right, each ankle's map has a mode on either leg and the
+  whole map's expectation lies between them, where no leg is: the legs-together, upright skeletons of
+  Fig. 2. Reading the strongest mode commits to one leg; the MPJPE says whether that commitment is
+  right more often than the hedge.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import torch
 from dfa_ray.data.images import decode_image
 from dfa_ray.data.synthetic import STYLES, generate
 from dfa_ray.method import checkpoints, heatmaps, metrics
+from dfa_ray.method.heatmaps import Marginals
+from dfa_ray.method.model import images_to_tensor, mirror_average, with_mirror
 from dfa_ray.method.skeleton import JOINT_NAMES, ROOT
 
 # jobs/ holds scripts, not a package: predict.py's functions are the path every user's frames take.
@@ -74,6 +82,38 @@ def diagnose(pred: np.ndarray, truth: np.ndarray, mean_pose: np.ndarray) -> dict
     }
 
 
+def around_the_mode(logits: Marginals, radius: int) -> Marginals:
+    """Each map's logits outside the ``(2 radius + 1)²`` cells about its strongest cell set to minus
+    infinity, so that ``soft_argmax`` averages over that mode alone."""
+
+    def window(maps: torch.Tensor) -> torch.Tensor:
+        b, j, h, w = maps.shape
+        peak = maps.reshape(b, j, h * w).argmax(-1)
+        rows = torch.arange(h, device=maps.device)[:, None] - (peak // w)[..., None, None]
+        cols = torch.arange(w, device=maps.device)[None, :] - (peak % w)[..., None, None]
+        inside = (rows.abs() <= radius) & (cols.abs() <= radius)
+        return maps.float().masked_fill(~inside, float("-inf"))
+
+    return Marginals(*(window(maps) for maps in logits))
+
+
+@torch.no_grad()
+def mode_predictions(
+    model: torch.nn.Module, crops: list[np.ndarray], radii: list[int]
+) -> dict[int, np.ndarray]:
+    """Normalised joints ``(N, 17, 3)`` per radius, read about each map's mode, with the flip test as
+    every evaluation has it (``mirror_average`` of the image's and its mirror image's readings)."""
+    model.eval()
+    size, found = model.config.input_size, {radius: [] for radius in radii}
+    for i in range(0, len(crops), 128):
+        images = np.stack([predict.resize(crop, size) for crop in crops[i : i + 128]])
+        logits = model(with_mirror(images_to_tensor(images, next(model.parameters()).device)))
+        for radius in radii:
+            coords, variance = heatmaps.soft_argmax(around_the_mode(logits, radius))
+            found[radius].append(mirror_average(coords, variance)[0].cpu().numpy())
+    return {radius: np.concatenate(parts).astype(np.float64) for radius, parts in found.items()}
+
+
 def run(args: argparse.Namespace) -> dict:
     """Render the frames once, then predict and diagnose with each checkpoint."""
     rows = list(
@@ -84,14 +124,21 @@ def run(args: argparse.Namespace) -> dict:
     truth = joints - joints[:, ROOT : ROOT + 1]
     crops = [decode_image(row["image"]) for row in rows]
     results = {"domain": args.domain, "split": args.split, "seed": args.seed, "checkpoints": {}}
+
+    def diagnosed(coords: np.ndarray, mean_pose: np.ndarray) -> dict:
+        pred = heatmaps.denormalise(coords, camera, CROP_SIZE, joints[:, ROOT, 2])
+        return diagnose(pred - pred[:, ROOT : ROOT + 1], truth, mean_pose)
+
     for path in args.checkpoints:
         model, info = checkpoints.load(path)
-        coords = predict.predict_crops(model, crops, batch_size=128)
-        pred = heatmaps.denormalise(coords, camera, CROP_SIZE, joints[:, ROOT, 2])
-        pred -= pred[:, ROOT : ROOT + 1]
-        results["checkpoints"][path] = found = diagnose(
-            pred, truth, np.asarray(info["mean_pose"], np.float64)
-        )
+        mean_pose = np.asarray(info["mean_pose"], np.float64)
+        found = diagnosed(predict.predict_crops(model, crops, batch_size=128), mean_pose)
+        if args.mode_radii:
+            by_radius = mode_predictions(model, crops, args.mode_radii)
+            found["around_the_mode"] = {
+                f"radius_{radius}": diagnosed(coords, mean_pose) for radius, coords in by_radius.items()
+            }
+        results["checkpoints"][path] = found
         print(f"{path}:\n{json.dumps(found, indent=2)}", flush=True)
     return results
 
@@ -106,9 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="the render seed (the experiments' data use 0)")
+    parser.add_argument(
+        "--mode-radii",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also read each heatmap about its strongest cell, within these radii in heatmap cells",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if any(radius < 0 for radius in args.mode_radii):
+        parser.error(f"--mode-radii must be 0 or more cells, got {args.mode_radii}")
     torch.set_num_threads(args.threads)
     results = run(args)
     if args.json:
