@@ -12,8 +12,10 @@ so that what the tables miss can be put on the labels or on the loop.
 The true 2D is a diagnostic: no published row uses it. Trials run one process each, ``--parallel``
 at a time (two), each logging its rounds to stderr. ``--labels ensemble`` runs the same trials with
 Table 1's own labels, for the loop alone under ``--set`` overrides (a larger budget: ``--set
-rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``only-target``
-runs Table 1's bound on the same data and machine, for the share of the gap each trial closes.
+rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``--labels
+oracle-selection`` keeps Table 1's labels and lets the policy rank them by their true error instead
+of their confidence (``OracleRounds``): what the best confidence an ensemble could have would give.
+``only-target`` runs Table 1's bound on the same data and machine, for the share of the gap each trial closes.
 ``--first-round K`` goes on with a trial from its model after round K - 1 (``init_checkpoint``,
 written by ``--models``), as the longer run would have: a round's draws depend on the seed and the
 round alone.
@@ -22,6 +24,7 @@ round alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -34,7 +37,7 @@ from dfa_ray import storage
 from dfa_ray.cli import print_json
 from dfa_ray.config import load_config
 from dfa_ray.driver import resolve_data
-from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, pretrain_trial
+from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, label_errors, pretrain_trial
 from dfa_ray.method import checkpoints
 from dfa_ray.method.pseudo_label import PseudoLabels, anchor_2d
 
@@ -47,18 +50,33 @@ class AnchoredRounds(InMemoryRounds):
         return anchor_2d(super().label(k), target.coords[..., :2], np.ones(target.coords.shape[:2], bool))
 
 
+class OracleRounds(InMemoryRounds):
+    """A Table 1 trial's rounds whose pseudo-labels are ranked by their true error: each frame's
+    confidence is ``1 / (1 + MPJPE / 100 mm)``, so the policy keeps the truly best labels. The labels
+    and their per-joint weights stay the ensemble's."""
+
+    def label(self, k: int) -> PseudoLabels:
+        labels = super().label(k)
+        error = label_errors(labels, self.data.target)
+        return dataclasses.replace(labels, confidence=(1.0 / (1.0 + error / 100.0)).astype(np.float32))
+
+
+BACKENDS = {"true-2d": AnchoredRounds, "ensemble": InMemoryRounds, "oracle-selection": OracleRounds}
+
+
 def trial(
     config_path: str,
     overrides: tuple[str, ...],
     method: str,
     seed: int,
     threads: int,
-    anchored: bool,
+    labels: str,
     models: Path | None = None,
     first_round: int = 1,
 ) -> dict:
     """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on
-    ``AnchoredRounds`` (``anchored``) or Table 1's ``InMemoryRounds``, from the seed's "Only source"
+    the ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, Table 1's ``InMemoryRounds`` or
+    ``OracleRounds``), from the seed's "Only source"
     model (the config's init checkpoint where it names one; with ``first_round`` k, the trial's model
     after round k - 1, and the rounds go on from k). With ``models``, the final model is written
     there as ``<method>-seed<seed>.pt``."""
@@ -71,7 +89,7 @@ def trial(
         pretrained = storage.read_bytes(checkpoints.checkpoint_file(config.init_checkpoint))
     else:
         _, pretrained = pretrain_trial(data, config, seed, log)
-    backend_class = AnchoredRounds if anchored else InMemoryRounds
+    backend_class = BACKENDS[labels]
     result, model = adapt_trial(
         method, data, config, seed, pretrained, log, backend_class=backend_class, first_round=first_round
     )
@@ -106,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="trials at a time")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument(
-        "--labels", choices=["true-2d", "ensemble"], default="true-2d",
-        help="pseudo-labels at the true 2D (the default), or the ensemble's as in Table 1",
+        "--labels", choices=sorted(BACKENDS), default="true-2d",
+        help="pseudo-labels at the true 2D (the default), the ensemble's as in Table 1, or those "
+        "ranked by their true error (oracle-selection)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--models", type=Path, help="write each trial's final model here")
@@ -117,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     run = partial(
-        trial, args.config, tuple(args.set), threads=1, anchored=args.labels == "true-2d",
+        trial, args.config, tuple(args.set), threads=1, labels=args.labels,
         models=args.models, first_round=args.first_round,
     )  # fmt: skip
     jobs = [(m, s) for s in args.seeds for m in args.methods]

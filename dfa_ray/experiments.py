@@ -194,6 +194,12 @@ def label_target(
     return PseudoLabels(**{f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields})
 
 
+def label_errors(labels: PseudoLabels, target: Frames) -> np.ndarray:
+    """Each pseudo-label's MPJPE ``(N,)`` in mm against the target frames' true 3D: a diagnostic of
+    the labels, never trained on."""
+    return metrics.mpjpe(to_mm(target, labels.joints.astype(np.float64)), target.joints_3d).mean(axis=1)
+
+
 def selection_stats(labels: PseudoLabels, selection: Selection, fraction: float, target: Frames) -> dict:
     """What the policy kept: counts, the confidence histogram, and (diagnostics only: the labels are
     never trained on) how far the kept and all pseudo-labels are from the target frames' truth."""
@@ -209,7 +215,7 @@ def selection_stats(labels: PseudoLabels, selection: Selection, fraction: float,
         "confidence_histogram": {"edges": edges.round(3).tolist(), "counts": histogram.tolist()},
     }
     if target.has_3d.all():
-        error = metrics.mpjpe(to_mm(target, labels.joints.astype(np.float64)), target.joints_3d).mean(axis=1)
+        error = label_errors(labels, target)
         stats["label_mpjpe_all"] = float(error.mean())
         stats["label_mpjpe_kept"] = float(error[kept].mean()) if kept.any() else None
     return stats

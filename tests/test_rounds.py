@@ -13,7 +13,7 @@ from dfa_ray import driver, experiments
 from dfa_ray.config import AdaptConfig, Config, DataConfig, LabelConfig, WorkersConfig
 from dfa_ray.data import synthetic
 from dfa_ray.data.records import write_records
-from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial
+from dfa_ray.experiments import InMemoryRounds, TrialData, adapt_trial, label_errors
 from dfa_ray.method import checkpoints, fitting, metrics, rounds
 from dfa_ray.method.fitting import Frames, TrainConfig
 from dfa_ray.method.model import PoseModel
@@ -285,6 +285,24 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
     ]
     errors = [trial["rounds"][1]["selection"]["label_mpjpe_all"] for trial in ones]
     assert errors[1] < errors[0]
+
+
+def test_the_oracle_selection_keeps_the_truly_best_of_the_ensembles_own_labels():
+    bench = load_script("benchmarks/anchored_rounds.py")
+    config = Config(model=TINY, label=LabelConfig(batch_size=8))
+    data = _trial_data()
+    torch.manual_seed(0)
+    model = PoseModel(TINY)
+    plain = InMemoryRounds(model, data, config, 1, True, print).label(1)
+    oracle = bench.OracleRounds(model, data, config, 1, True, print).label(1)
+    np.testing.assert_array_equal(oracle.joints, plain.joints)
+    np.testing.assert_array_equal(oracle.joint_confidence, plain.joint_confidence)
+    error = label_errors(plain, data.target)
+    assert np.all((oracle.confidence > 0) & (oracle.confidence <= 1))
+    # Ranked by the truth: the best-scored half is the half with the smallest errors.
+    best = np.argsort(-oracle.confidence)[:8]
+    assert set(best) == set(np.argsort(error)[:8])
+    assert set(np.argsort(-plain.confidence)[:8]) != set(np.argsort(error)[:8])  # a ranking of its own
 
 
 def test_a_trial_continued_from_its_round_1_model_repeats_the_longer_trials_rounds():
