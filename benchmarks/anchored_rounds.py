@@ -15,10 +15,10 @@ Table 1's own labels, for the loop alone under ``--set`` overrides (a larger bud
 rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``--labels
 oracle-selection`` keeps Table 1's labels and lets the policy rank them by their true error instead
 of their confidence (``OracleRounds``): what the best confidence an ensemble could have would give.
-``only-target`` runs Table 1's bound on the same data and machine, for the share of the gap each trial closes.
-``--first-round K`` goes on with a trial from its model after round K - 1 (``init_checkpoint``,
-written by ``--models``), as the longer run would have: a round's draws depend on the seed and the
-round alone.
+``only-target`` runs Table 1's bound on the same data and machine, for the share of the gap each
+trial closes. ``--first-round K`` goes on with a trial from its model after round K - 1
+(``init_checkpoint``, written by ``--models``), as the longer run would have: a round's draws depend
+on the seed and the round alone.
 """
 
 from __future__ import annotations
@@ -74,11 +74,11 @@ def trial(
     models: Path | None = None,
     first_round: int = 1,
 ) -> dict:
-    """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on
-    the ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, Table 1's ``InMemoryRounds`` or
-    ``OracleRounds``), from the seed's "Only source"
-    model (the config's init checkpoint where it names one; with ``first_round`` k, the trial's model
-    after round k - 1, and the rounds go on from k). With ``models``, the final model is written
+    """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on the
+    ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, Table 1's ``InMemoryRounds`` or
+    ``OracleRounds``), from the seed's "Only source" model (the config's init checkpoint where it
+    names one; with ``first_round`` k, the trial's model after round k - 1, and the rounds go on from
+    k). With ``models``, the final model is written
     there as ``<method>-seed<seed>.pt``."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)

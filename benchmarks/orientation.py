@@ -20,9 +20,9 @@ Per checkpoint, with each frame's true root depth (the evaluation's protocol):
 - with ``--mode-radii``, **hedging**: all of the above again with each heatmap read about its strongest
   cell (``soft_argmax`` over the ``(2r+1)²`` cells around it) instead of over the whole map. Where the
   model cannot tell the left leg from the right, each ankle's map has a mode on either leg and the
-  whole map's expectation lies between them, where no leg is: the legs-together, upright skeletons of
-  Fig. 2. Reading the strongest mode commits to one leg; the MPJPE says whether that commitment is
-  right more often than the hedge.
+  whole map's expectation lies between them, where no leg is. Reading the strongest mode commits to
+  one leg: the MPJPE says whether that is right more often than the hedge, and the slope whether the
+  hedge is what pulls the poses to the mean (Fig. 2's legs-together skeletons; docs/results.md).
 """
 
 from __future__ import annotations
