@@ -262,14 +262,21 @@ def test_a_target_with_machine_made_2d_learns_from_it_and_one_with_annotated_2d_
         assert driver.use_target_2d(unchanged, lambda line: pytest.fail(line)) == unchanged
 
 
-def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_depth():
+def _round_1_labels(labels: str) -> tuple:
+    """A tiny trial's round-1 labels by Table 1's backend and by ``anchored_rounds.py --labels``'s:
+    ``(bench, model, config, data, plain, theirs)``."""
     bench = load_script("benchmarks/anchored_rounds.py")
     config = Config(model=TINY, label=LabelConfig(batch_size=8))
     data = _trial_data()
     torch.manual_seed(0)
     model = PoseModel(TINY)
     plain = InMemoryRounds(model, data, config, 1, True, print).label(1)
-    anchored = bench.AnchoredRounds(model, data, config, 1, True, print).label(1)
+    theirs = bench.BACKENDS[labels](model, data, config, 1, True, print).label(1)
+    return bench, model, config, data, plain, theirs
+
+
+def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_depth():
+    bench, model, config, data, plain, anchored = _round_1_labels("true-2d")
     np.testing.assert_allclose(anchored.joints[..., :2], data.target.coords[..., :2], atol=1e-6)
     np.testing.assert_allclose(anchored.joints[..., 2], plain.joints[..., 2])
     assert not np.allclose(plain.joints[..., :2], data.target.coords[..., :2], atol=1e-2)
@@ -288,13 +295,7 @@ def test_the_anchored_rounds_benchmark_labels_at_the_true_2d_with_the_ensembles_
 
 
 def test_the_oracle_selection_keeps_the_truly_best_of_the_ensembles_own_labels():
-    bench = load_script("benchmarks/anchored_rounds.py")
-    config = Config(model=TINY, label=LabelConfig(batch_size=8))
-    data = _trial_data()
-    torch.manual_seed(0)
-    model = PoseModel(TINY)
-    plain = InMemoryRounds(model, data, config, 1, True, print).label(1)
-    oracle = bench.OracleRounds(model, data, config, 1, True, print).label(1)
+    *_, data, plain, oracle = _round_1_labels("oracle-selection")
     np.testing.assert_array_equal(oracle.joints, plain.joints)
     np.testing.assert_array_equal(oracle.joint_confidence, plain.joint_confidence)
     error = label_errors(plain, data.target)
