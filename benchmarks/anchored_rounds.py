@@ -78,8 +78,7 @@ def trial(
     ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, Table 1's ``InMemoryRounds`` or
     ``OracleRounds``), from the seed's "Only source" model (the config's init checkpoint where it
     names one; with ``first_round`` k, the trial's model after round k - 1, and the rounds go on from
-    k). With ``models``, the final model is written
-    there as ``<method>-seed<seed>.pt``."""
+    k). With ``models``, the final model is written there as ``<method>-seed<seed>.pt``."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
     log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
