@@ -15,6 +15,9 @@ Table 1's own labels, for the loop alone under ``--set`` overrides (a larger bud
 rounds=6``, ``--set adapt.epochs=4``; on a GPU, ``--set experiments.trial_gpus=1``). ``--labels
 oracle-selection`` keeps Table 1's labels and lets the policy rank them by their true error instead
 of their confidence (``OracleRounds``): what the best confidence an ensemble could have would give.
+``--labels true-3d`` trains on the target frames' true 3D where Table 1 trains on pseudo-labels, the
+policy keeping the frames the ensemble is most confident of (``TrueLabelRounds``): the loop's own
+ceiling, whatever the labels.
 ``only-target`` runs Table 1's bound on the same data and machine, for the share of the gap each
 trial closes. ``--first-round K`` goes on with a trial from its model after round K - 1
 (``init_checkpoint``, written by ``--models``), as the longer run would have: a round's draws depend
@@ -61,7 +64,23 @@ class OracleRounds(InMemoryRounds):
         return dataclasses.replace(labels, confidence=(1.0 / (1.0 + error / 100.0)).astype(np.float32))
 
 
-BACKENDS = {"true-2d": AnchoredRounds, "ensemble": InMemoryRounds, "oracle-selection": OracleRounds}
+class TrueLabelRounds(InMemoryRounds):
+    """A Table 1 trial's rounds trained on the target frames' true 3D, every joint at full weight; the
+    policy still keeps the frames the ensemble is most confident of, so the loop sees Table 1's frames
+    with perfect labels."""
+
+    def label(self, k: int) -> PseudoLabels:
+        labels = super().label(k)
+        truth = self.data.target.coords.astype(np.float32)
+        return PseudoLabels(truth, np.ones_like(labels.joint_confidence), labels.confidence)
+
+
+BACKENDS = {
+    "true-2d": AnchoredRounds,
+    "true-3d": TrueLabelRounds,
+    "ensemble": InMemoryRounds,
+    "oracle-selection": OracleRounds,
+}
 
 
 def trial(
@@ -75,10 +94,11 @@ def trial(
     first_round: int = 1,
 ) -> dict:
     """One seed of ``method`` ("dfa", "wo-dfa" or "only-target"): ``experiments.adapt_trial`` on the
-    ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, Table 1's ``InMemoryRounds`` or
-    ``OracleRounds``), from the seed's "Only source" model (the config's init checkpoint where it
-    names one; with ``first_round`` k, the trial's model after round k - 1, and the rounds go on from
-    k). With ``models``, the final model is written there as ``<method>-seed<seed>.pt``."""
+    ``labels`` backend (``BACKENDS``: ``AnchoredRounds``, ``TrueLabelRounds``, Table 1's
+    ``InMemoryRounds`` or ``OracleRounds``), from the seed's "Only source" model (the config's init
+    checkpoint where it names one; with ``first_round`` k, the trial's model after round k - 1, and
+    the rounds go on from k). With ``models``, the final model is written there as
+    ``<method>-seed<seed>.pt``."""
     torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
     log = lambda line: print(f"[{method} seed {seed}] {line}", file=sys.stderr, flush=True)  # noqa: E731
@@ -124,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument(
         "--labels", choices=sorted(BACKENDS), default="true-2d",
-        help="pseudo-labels at the true 2D (the default), the ensemble's as in Table 1, or those "
-        "ranked by their true error (oracle-selection)",
+        help="pseudo-labels at the true 2D (the default), the ensemble's as in Table 1, those "
+        "ranked by their true error (oracle-selection), or the true 3D on the frames the policy keeps",
     )  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--models", type=Path, help="write each trial's final model here")

@@ -306,6 +306,14 @@ def test_the_oracle_selection_keeps_the_truly_best_of_the_ensembles_own_labels()
     assert set(np.argsort(-plain.confidence)[:8]) != set(np.argsort(error)[:8])  # a ranking of its own
 
 
+def test_the_true_label_rounds_train_on_the_truth_of_the_frames_the_ensemble_is_surest_of():
+    *_, data, plain, true = _round_1_labels("true-3d")
+    np.testing.assert_allclose(true.joints, data.target.coords, atol=1e-6)
+    assert label_errors(true, data.target).max() < 1e-3 < label_errors(plain, data.target).min()
+    np.testing.assert_array_equal(true.joint_confidence, 1.0)  # every joint at full weight
+    np.testing.assert_array_equal(true.confidence, plain.confidence)  # the policy keeps Table 1's frames
+
+
 def test_a_trial_continued_from_its_round_1_model_repeats_the_longer_trials_rounds():
     config = _trial_config(rounds=3)
     data = _trial_data()
