@@ -23,6 +23,10 @@ Per checkpoint, with each frame's true root depth (the evaluation's protocol):
   whole map's expectation lies between them, where no leg is. Reading the strongest mode commits to
   one leg: the MPJPE says whether that is right more often than the hedge, and the slope whether the
   hedge is what pulls the poses to the mean (Fig. 2's legs-together skeletons; docs/results.md).
+
+Every reading has the flip test, as every evaluation does; ``--no-flip-test`` reads the image alone,
+to tell whether averaging a body with its mirror image's (whose left and right the model may take the
+other way) is what draws the legs together.
 """
 
 from __future__ import annotations
@@ -99,18 +103,21 @@ def around_the_mode(logits: Marginals, radius: int) -> Marginals:
 
 @torch.no_grad()
 def mode_predictions(
-    model: torch.nn.Module, crops: list[np.ndarray], radii: list[int]
+    model: torch.nn.Module, crops: list[np.ndarray], radii: list[int], flip_test: bool = True
 ) -> dict[int, np.ndarray]:
-    """Normalised joints ``(N, 17, 3)`` per radius, read about each map's mode, with the flip test as
+    """Normalised joints ``(N, 17, 3)`` per radius, read about each map's mode; with ``flip_test``, as
     every evaluation has it (``mirror_average`` of the image's and its mirror image's readings)."""
     model.eval()
     size, found = model.config.input_size, {radius: [] for radius in radii}
     for i in range(0, len(crops), 128):
         images = np.stack([predict.resize(crop, size) for crop in crops[i : i + 128]])
-        logits = model(with_mirror(images_to_tensor(images, next(model.parameters()).device)))
+        tensor = images_to_tensor(images, next(model.parameters()).device)
+        logits = model(with_mirror(tensor) if flip_test else tensor)
         for radius in radii:
             coords, variance = heatmaps.soft_argmax(around_the_mode(logits, radius))
-            found[radius].append(mirror_average(coords, variance)[0].cpu().numpy())
+            if flip_test:
+                coords, variance = mirror_average(coords, variance)
+            found[radius].append(coords.cpu().numpy())
     return {radius: np.concatenate(parts).astype(np.float64) for radius, parts in found.items()}
 
 
@@ -123,7 +130,14 @@ def run(args: argparse.Namespace) -> dict:
     joints = np.array([np.asarray(row["joints_3d"], np.float64).reshape(-1, 3) for row in rows])
     truth = joints - joints[:, ROOT : ROOT + 1]
     crops = [decode_image(row["image"]) for row in rows]
-    results = {"domain": args.domain, "split": args.split, "seed": args.seed, "checkpoints": {}}
+    flip_test = not args.no_flip_test
+    results = {
+        "domain": args.domain,
+        "split": args.split,
+        "seed": args.seed,
+        "flip_test": flip_test,
+        "checkpoints": {},
+    }
 
     def diagnosed(coords: np.ndarray, mean_pose: np.ndarray) -> dict:
         pred = heatmaps.denormalise(coords, camera, CROP_SIZE, joints[:, ROOT, 2])
@@ -132,9 +146,9 @@ def run(args: argparse.Namespace) -> dict:
     for path in args.checkpoints:
         model, info = checkpoints.load(path)
         mean_pose = np.asarray(info["mean_pose"], np.float64)
-        found = diagnosed(predict.predict_crops(model, crops, batch_size=128), mean_pose)
+        found = diagnosed(predict.predict_crops(model, crops, batch_size=128, flip_test=flip_test), mean_pose)
         if args.mode_radii:
-            by_radius = mode_predictions(model, crops, args.mode_radii)
+            by_radius = mode_predictions(model, crops, args.mode_radii, flip_test)
             found["around_the_mode"] = {
                 f"radius_{radius}": diagnosed(coords, mean_pose) for radius, coords in by_radius.items()
             }
@@ -159,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help="also read each heatmap about its strongest cell, within these radii in heatmap cells",
+    )
+    parser.add_argument(
+        "--no-flip-test", action="store_true", help="read each crop alone, not averaged with its mirror image"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--threads", type=int, default=2)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dfa_ray.method.heatmaps import Marginals, gaussian_marginals, grid, soft_argmax
-from tests.helpers import load_script
+from dfa_ray.method.model import PoseModel, predict
+from tests.helpers import TINY, load_script
 
 bench = load_script("benchmarks/orientation.py")
 
@@ -36,3 +38,15 @@ def test_radius_zero_reads_the_strongest_cell():
     logits, _, _ = _two_legs()
     cell = grid(16)[torch.argmin((grid(16) + 0.5).abs())]
     assert torch.isclose(soft_argmax(bench.around_the_mode(logits, radius=0))[0][0, 0, 0], cell)
+
+
+def test_the_mode_reading_without_the_flip_test_is_the_images_own():
+    torch.manual_seed(0)
+    model = PoseModel(TINY).eval()
+    crops = [np.random.default_rng(k).integers(0, 255, (40, 40, 3), np.uint8) for k in range(3)]
+    whole = 64  # a window wider than any map: the whole map's reading
+    images = np.stack([bench.predict.resize(c, TINY.input_size) for c in crops])
+    for flip_test in (False, True):
+        read = bench.mode_predictions(model, crops, [whole], flip_test)[whole]
+        np.testing.assert_allclose(read, predict(model, images, flip_test)[0], atol=1e-5)
+    assert not np.allclose(read, bench.mode_predictions(model, crops, [whole], False)[whole], atol=1e-4)
