@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dfa_ray.data import drawing, poses
 from dfa_ray.data import synthetic as syn
 from dfa_ray.data.images import decode_image
 from dfa_ray.method.skeleton import JOINT_NAMES
@@ -33,7 +34,7 @@ def test_rows_follow_the_schema_and_joints_2d_is_the_projection(domain):
         pixels = project(row["joints_3d"][None].astype(np.float64), row["camera"][None].astype(np.float64))[0]
         np.testing.assert_allclose(row["joints_2d"], pixels, atol=1e-2)
         assert np.all((row["joints_2d"] > -1) & (row["joints_2d"] < 96))  # the person is inside the crop
-        assert row["action"] in syn.ACTIONS
+        assert row["action"] in poses.ACTIONS
 
 
 def test_bone_lengths_are_human_and_stable_per_subject():
@@ -87,8 +88,8 @@ def test_outlines_keep_a_limb_visible_over_a_part_of_its_own_colour():
     colour = [120, 60, 200]
     p, q = np.array([20.0, 32.0]), np.array([44.0, 32.0])
     flat, outlined = np.full((64, 64, 3), colour, np.uint8), np.full((64, 64, 3), colour, np.uint8)
-    syn._limb(flat, p, q, 8, colour, shaded=False, outlined=False)
-    syn._limb(outlined, p, q, 8, colour, shaded=False, outlined=True)
+    drawing._limb(flat, p, q, 8, colour, shaded=False, outlined=False)
+    drawing._limb(outlined, p, q, 8, colour, shaded=False, outlined=True)
     assert np.all(flat == colour)
     assert np.abs(outlined.astype(int) - colour).max() > 40
 
@@ -98,7 +99,7 @@ LICENCES = {"CC0-1.0", "public domain", "Apache-2.0 AND BSD-3-Clause"}
 
 
 def test_sources_list_every_committed_photo_with_origin_and_a_permissive_licence():
-    rows = syn.photo_sources()
+    rows = drawing.photo_sources()
     files = sorted(p.name for p in BACKGROUNDS.iterdir() if p.suffix == ".jpg")
     assert sorted(r["file"] for r in rows) == files and 15 <= len(files) <= 40
     for row in rows:
@@ -118,8 +119,8 @@ def test_background_photos_are_package_data_and_decode_to_photographs():
     for path in BACKGROUNDS.iterdir():
         assert any(fnmatch(f"backgrounds/{path.name}", p) for p in patterns), path.name
     for pool in ("source", "target"):
-        photos = syn.background_photos(pool)
-        assert len(photos) == sum(r["pool"] == pool for r in syn.photo_sources())
+        photos = drawing.background_photos(pool)
+        assert len(photos) == sum(r["pool"] == pool for r in drawing.photo_sources())
         for photo in photos:
             assert photo.dtype == np.uint8 and photo.ndim == 3 and min(photo.shape[:2]) == 256
             assert photo.std() > 20  # not a flat colour
@@ -137,7 +138,7 @@ def test_source_backgrounds_are_crops_of_the_source_photos(monkeypatch):
         photo[:] = markers[name]
         return ((photo, photo[::2, ::2].copy()),)
 
-    monkeypatch.setattr(syn, "_photo_pool", pool)
+    monkeypatch.setattr(drawing, "_photo_pool", pool)
     rows = list(syn.generate("synthetic-source", "train", 60))
     corners = np.array([decode_image(r["image"])[:4, :4].reshape(-1, 3).mean(0) for r in rows])
     green = (corners[:, 1] > 3 * corners[:, 0]) & (corners[:, 1] > 3 * corners[:, 2])
@@ -158,8 +159,8 @@ def test_source_frames_show_a_photo_behind_the_person(monkeypatch):
         crops.append(real(*args))
         return crops[-1]
 
-    real = syn._photo
-    monkeypatch.setattr(syn, "_photo", photo)
+    real = drawing._photo
+    monkeypatch.setattr(drawing, "_photo", photo)
     photographic = []
     for index in range(40):
         crops.clear()
@@ -173,23 +174,23 @@ def test_source_frames_show_a_photo_behind_the_person(monkeypatch):
     assert len(photographic) >= 28 and np.mean(photographic) > 0.85
 
 
-@pytest.mark.parametrize("action", syn.ACTIONS)
+@pytest.mark.parametrize("action", poses.ACTIONS)
 def test_poses_respect_the_joint_limits(action):
     rng = np.random.default_rng(3)
-    subject = syn._subject(1)
+    subject = poses.subject_body(1)
     for _ in range(100):
-        angles = syn._action_angles(action, rng)
+        angles = poses._action_angles(action, rng)
         for name, value in angles.items():
-            low, high = syn.JOINT_LIMITS_DEG[name[:-2] if name[-2:] in ("_l", "_r") else name]
+            low, high = poses.JOINT_LIMITS_DEG[name[:-2] if name[-2:] in ("_l", "_r") else name]
             assert low <= value <= high, (name, value)
-        j = syn.pose(action, subject, rng)
+        j = poses.pose(action, subject, rng)
         for s in "lr":
             for a, b, c, limit in (("hip", "knee", "ankle", "knee"), ("shoulder", "elbow", "wrist", "elb")):
                 upper = j[JOINT_NAMES.index(f"{s}_{b}")] - j[JOINT_NAMES.index(f"{s}_{a}")]
                 lower = j[JOINT_NAMES.index(f"{s}_{c}")] - j[JOINT_NAMES.index(f"{s}_{b}")]
                 cosine = upper @ lower / np.linalg.norm(upper) / np.linalg.norm(lower)
                 flexion = np.degrees(np.arccos(np.clip(cosine, -1, 1)))
-                assert flexion <= syn.JOINT_LIMITS_DEG[limit][1] + 1e-6, (action, b, flexion)
+                assert flexion <= poses.JOINT_LIMITS_DEG[limit][1] + 1e-6, (action, b, flexion)
         reach = np.linalg.norm(j, axis=1).max()
         assert reach < 1250, (action, reach)  # ankles ~1.1 m from the pelvis; raised hands a little more
         # Knees bend backwards, never hyperextend: the shin turns from the thigh about the body's left-right
@@ -201,7 +202,7 @@ def test_poses_respect_the_joint_limits(action):
 
 def test_walking_couples_left_and_right_and_arms_against_legs():
     rng = np.random.default_rng(0)
-    angles = [syn._action_angles("walking", rng) for _ in range(300)]
+    angles = [poses._action_angles("walking", rng) for _ in range(300)]
     hip_l, hip_r, sh_l = (np.array([a[k] for a in angles]) for k in ("hip_l", "hip_r", "sh_l"))
     assert np.corrcoef(hip_l, hip_r)[0, 1] < -0.9
     assert np.corrcoef(hip_l, sh_l)[0, 1] < -0.8
@@ -210,14 +211,15 @@ def test_walking_couples_left_and_right_and_arms_against_legs():
 def test_every_action_keeps_the_person_inside_the_crop():
     rng = np.random.default_rng(1)
     style = syn.STYLES["synthetic-source"]
-    for action in syn.ACTIONS:
+    for action in poses.ACTIONS:
         for number in (1, 8):
-            joints, camera, pixels = syn.place(syn.pose(action, syn._subject(number), rng), style, rng, 64)
+            body = poses.pose(action, poses.subject_body(number), rng)
+            joints, camera, pixels = poses.place(body, style, rng, 64)
             assert np.all((pixels > -1) & (pixels < 64)), action
     counts = {}
     for row in syn.generate("synthetic-source", "train", 280):
         counts[row["action"]] = counts.get(row["action"], 0) + 1
-    assert set(counts) == set(syn.ACTIONS)  # the source draws every action
+    assert set(counts) == set(poses.ACTIONS)  # the source draws every action
 
 
 @pytest.mark.parametrize("elevation, head_nearer", [(30.0, True), (-30.0, False)])
@@ -240,7 +242,7 @@ def test_a_bystander_stands_behind_and_beside_the_person_and_leaves_the_labels_e
     rng = np.random.default_rng(0)
     style = syn.STYLES["synthetic-source"]
     for _ in range(20):
-        joints, camera, _ = syn.place(syn.pose("walking", syn._subject(1), rng), style, rng, 64)
+        joints, camera, _ = poses.place(poses.pose("walking", poses.subject_body(1), rng), style, rng, 64)
         other, pixels, _ = syn.bystander(joints, camera, style, "train", rng)
         offset = other[0] - joints[0]
         assert 500 <= abs(offset[0]) <= 1200 and 300 <= offset[2] <= 2500
@@ -299,12 +301,12 @@ def test_a_lower_contrast_flattens_the_frame_about_mid_grey_and_keeps_the_rest()
 def test_flesh_broadens_the_torso_beyond_the_joints():
     """``flesh_mm`` moves the torso's outline out along the hips' line (the shoulders 0.4 as far), so
     the torso covers more of the frame; (0, 0), the domains' own, draws it between the joints."""
-    subject, rng = syn._subject(1), np.random.default_rng(5)
+    subject, rng = poses.subject_body(1), np.random.default_rng(5)
     style = syn.STYLES["synthetic-source"]
-    joints, camera, pixels = syn.place(syn.pose("standing", subject, rng), style, rng, 256)
+    joints, camera, pixels = poses.place(poses.pose("standing", subject, rng), style, rng, 256)
     order = [JOINT_NAMES.index(n) for n in ("l_shoulder", "r_shoulder", "r_hip", "l_hip")]
-    np.testing.assert_allclose(syn._torso_corners(joints, camera, 0.0), pixels[order], atol=1e-9)
-    broad = np.array(syn._torso_corners(joints, camera, 100.0))
+    np.testing.assert_allclose(drawing._torso_corners(joints, camera, 0.0), pixels[order], atol=1e-9)
+    broad = np.array(drawing._torso_corners(joints, camera, 100.0))
     assert np.linalg.norm(broad[3] - broad[2]) > np.linalg.norm(pixels[order[3]] - pixels[order[2]]) * 1.5
     hips_mm, shoulders_mm = (np.linalg.norm(joints[a] - joints[b]) for a, b in (order[2:], order[:2]))
     widening = [np.linalg.norm(broad[i] - broad[j]) / np.linalg.norm(pixels[order[i]] - pixels[order[j]])
@@ -313,7 +315,7 @@ def test_flesh_broadens_the_torso_beyond_the_joints():
 
     def person_pixels(flesh: float) -> int:
         img = np.zeros((256, 256, 3), np.uint8)  # black: the person is what is not black after drawing
-        drawn = syn._draw_lit(img, joints, camera, pixels, subject, np.random.default_rng(0), flesh)
+        drawn = drawing.draw_lit(img, joints, camera, pixels, subject, np.random.default_rng(0), flesh)
         return int((drawn.max(axis=2) > 0).sum())
 
     assert person_pixels(100.0) > person_pixels(0.0) + 250  # 505 more here, the arms hiding some
@@ -332,18 +334,18 @@ def test_facing_cues_draw_the_back_of_the_head_as_hair_and_shoes_below_the_ankle
     head (hair), and shoes pointing forward; without them front and back are drawn alike."""
     style = syn.STYLES["synthetic-real"]
     cues = dataclasses.replace(style, facing_cues=True, shaded=False)
-    subject = syn._subject(11)
+    subject = poses.subject_body(11)
     hair = tuple(subject["colours"][3])
     head, nose = JOINT_NAMES.index("head"), JOINT_NAMES.index("neck_nose")
     seen = set()
     rng = np.random.default_rng(3)
     for _ in range(40):
-        joints, camera, pixels = syn.place(syn.pose("walking", subject, rng), style, rng, 256)
-        back = syn._back_shows(joints, syn._unit(*(-joints[head]).tolist()))
+        joints, camera, pixels = poses.place(poses.pose("walking", subject, rng), style, rng, 256)
+        back = drawing._back_shows(joints, drawing._unit(*(-joints[head]).tolist()))
         drawn = {}
         for name, s in (("plain", dataclasses.replace(cues, facing_cues=False)), ("cues", cues)):
             drawn[name] = np.zeros((256, 256, 3), np.uint8)
-            syn._draw_flat(drawn[name], joints, camera, pixels, subject, s, rng)
+            drawing.draw_flat(drawn[name], joints, camera, pixels, subject, s, rng)
         # The head's disc (centred halfway from the head to the nose): facing away it is hair where the
         # face was skin; facing the camera it is as without the cues.
         radius = 100 * subject["scale"] * camera[0] / joints[head, 2]
