@@ -17,11 +17,10 @@ oracle-selection`` keeps Table 1's labels and lets the policy rank them by their
 of their confidence (``OracleRounds``): what the best confidence an ensemble could have would give.
 ``--labels true-3d`` trains on the target frames' true 3D where Table 1 trains on pseudo-labels, the
 policy keeping the frames the ensemble is most confident of (``TrueLabelRounds``): the loop's own
-ceiling, whatever the labels.
-``only-target`` runs Table 1's bound on the same data and machine, for the share of the gap each
-trial closes. ``--first-round K`` goes on with a trial from its model after round K - 1
-(``init_checkpoint``, written by ``--models``), as the longer run would have: a round's draws depend
-on the seed and the round alone.
+ceiling, whatever the labels. ``only-target`` runs Table 1's bound on the same data and machine, for
+the share of the gap each trial closes. ``--first-round K`` goes on with a trial from its model after
+round K - 1 (``init_checkpoint``, written by ``--models``), as the longer run would have: a round's
+draws depend on the seed and the round alone.
 """
 
 from __future__ import annotations
