@@ -46,7 +46,7 @@ def test_the_mode_reading_without_the_flip_test_is_the_images_own():
     crops = [np.random.default_rng(k).integers(0, 255, (40, 40, 3), np.uint8) for k in range(3)]
     whole = 64  # a window wider than any map: the whole map's reading
     images = np.stack([bench.predict.resize(c, TINY.input_size) for c in crops])
-    for flip_test in (False, True):
-        read = bench.mode_predictions(model, crops, [whole], flip_test)[whole]
-        np.testing.assert_allclose(read, predict(model, images, flip_test)[0], atol=1e-5)
-    assert not np.allclose(read, bench.mode_predictions(model, crops, [whole], False)[whole], atol=1e-4)
+    read = {flip: bench.mode_predictions(model, crops, [whole], flip)[whole] for flip in (False, True)}
+    for flip_test, coords in read.items():
+        np.testing.assert_allclose(coords, predict(model, images, flip_test)[0], atol=1e-5)
+    assert not np.allclose(read[True], read[False], atol=1e-4)
